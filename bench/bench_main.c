@@ -1,0 +1,40 @@
+/*
+ * bench_main.c - the one benchmark runner: mpipc_bench [--reps N] [--quick] [suite-filter]
+ */
+#include "bench.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    void (*run)(const bench_config *);
+} suites[] = {
+    {"process", bench_suite_process},
+};
+
+int
+main(int argc, char **argv)
+{
+    bench_config cfg = {.reps = 5, .scale = 1.0, .only = NULL};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
+            cfg.reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--quick") == 0)
+            cfg.scale = 0.05, cfg.reps = 3;
+        else if (argv[i][0] != '-')
+            cfg.only = argv[i];
+        else {
+            fprintf(stderr, "usage: %s [--reps N] [--quick] [suite]\n", argv[0]);
+            return 2;
+        }
+    }
+    printf("mpipc benchmarks: median of %d runs after a warm-up; cpu/op counts this process and "
+           "its reaped children\n",
+           cfg.reps);
+    for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)
+        if (cfg.only == NULL || strstr(suites[i].name, cfg.only) != NULL)
+            suites[i].run(&cfg);
+    return 0;
+}

@@ -1,0 +1,125 @@
+/*
+ * internal.h - foundations shared by the mpipc modules (the mp__ namespace).
+ *
+ * Nothing here is public API. Tests link the static library and may call these directly.
+ */
+#ifndef MPIPC_INTERNAL_H
+#define MPIPC_INTERNAL_H
+
+#include "mpipc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define MP__LIKELY(x) __builtin_expect(!!(x), 1)
+#define MP__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define MP__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- allocation ----------------------------------------------------------------------------
+ * Every heap allocation of the library goes through these, so that tests can make the n-th
+ * allocation fail and check that each constructor unwinds cleanly. */
+void *mp__malloc(size_t size);
+void *mp__calloc(size_t n, size_t size);
+void *mp__realloc(void *ptr, size_t size);
+void mp__free(void *ptr);
+char *mp__strdup(const char *s);
+/* mp__alloc_fail_after - make the allocation after `n` more successful ones fail (0: the very
+ * next one). A negative n disarms. Affects this process (and children forked while armed). */
+void mp__alloc_fail_after(long n);
+
+/* ---- failures that cannot be reported --------------------------------------------------------
+ * Only for states the library itself cannot have produced without memory corruption (a shared
+ * header with impossible values). Never for input, ENOMEM or a dead peer. */
+_Noreturn void mp__panic(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- deadlines ---------------------------------------------------------------------------------
+ * One absolute CLOCK_MONOTONIC deadline is computed when a call starts; every wait inside the
+ * call uses what is left of it. */
+typedef struct mp__deadline {
+    int64_t abs_ns; /* CLOCK_MONOTONIC nanoseconds; INT64_MAX means forever */
+} mp__deadline;
+
+int64_t mp__now_ns(void);
+/* mp__deadline_init - 0, or -EINVAL for a timeout below MP_FOREVER. */
+int mp__deadline_init(mp__deadline *dl, int timeout_ms);
+static inline bool
+mp__deadline_forever(const mp__deadline *dl)
+{
+    return dl->abs_ns == INT64_MAX;
+}
+/* Milliseconds left, rounded up, for poll(2): -1 forever, 0 when passed. */
+int mp__deadline_remaining_ms(const mp__deadline *dl);
+/* The absolute deadline as a timespec (for futex and pthread_mutex_clocklock). */
+struct timespec mp__deadline_ts(const mp__deadline *dl);
+bool mp__deadline_passed(const mp__deadline *dl);
+
+/* ---- futex -----------------------------------------------------------------------------------
+ * Process-shared futex words (no FUTEX_PRIVATE_FLAG): they live in shared mappings. */
+/* mp__futex_wait - sleep while *word == expected, until woken or the deadline passes.
+ * Returns 0 (woken, or the value already differed), -ETIMEDOUT or -EINTR. */
+int mp__futex_wait(_Atomic uint32_t *word, uint32_t expected, const mp__deadline *dl);
+/* mp__futex_wake - wake up to n sleepers (INT32_MAX: all). Returns how many were woken. */
+int mp__futex_wake(_Atomic uint32_t *word, int n);
+
+/* ---- robust process-shared mutexes -------------------------------------------------------------
+ * mp__mutex_init - initialise a PTHREAD_PROCESS_SHARED, PTHREAD_MUTEX_ROBUST mutex in place.
+ * mp__mutex_lock - lock with a deadline (NULL: forever). Returns 0; MP_OWNERDEAD when the
+ *   previous owner died holding it: the caller owns it, must repair the state it guards and
+ *   then call mp__mutex_consistent(); -ETIMEDOUT; -ENOTRECOVERABLE when an earlier owner-dead
+ *   recovery was abandoned; -EDEADLK if this thread already holds it. */
+int mp__mutex_init(pthread_mutex_t *m);
+int mp__mutex_lock(pthread_mutex_t *m, const mp__deadline *dl);
+int mp__mutex_consistent(pthread_mutex_t *m);
+int mp__mutex_unlock(pthread_mutex_t *m);
+
+/* ---- shared segments -----------------------------------------------------------------------
+ * A shared mapping backed by a tmpfs file. Anonymous segments (name == NULL) are memfds: they
+ * have no name in /dev/shm at any moment, so nothing can be left behind even by a crash, and
+ * they reach other processes by fork() or by passing the fd. Named segments are shm_open()ed
+ * under /dev/shm. Space is reserved with posix_fallocate(), so a full tmpfs gives -ENOSPC at
+ * creation instead of SIGBUS on a later store. */
+typedef struct mp__seg {
+    void *addr;
+    size_t size;
+    int fd; /* -1 once closed */
+} mp__seg;
+
+/* mp__seg_create - create and map `size` bytes, zero-filled. name: NULL for anonymous, else a
+ * POSIX shm name ("/x"); O_EXCL: -EEXIST if it exists. On error nothing is left behind. */
+int mp__seg_create(mp__seg *seg, const char *name, size_t size);
+/* mp__seg_attach - map an existing named segment, whole (size from fstat). */
+int mp__seg_attach(mp__seg *seg, const char *name);
+/* mp__seg_close - unmap and close the fd. Does not unlink. */
+void mp__seg_close(mp__seg *seg);
+/* mp__random_bytes - fill buf from getrandom(); 0 or -errno. */
+int mp__random_bytes(void *buf, size_t n);
+
+/* ---- fault points ----------------------------------------------------------------------------
+ * mp__fault("queue.put.copied") marks a step where a test may kill or stop the process. In
+ * builds without MP_FAULT_POINTS it compiles to nothing. When armed (mp__fault_arm), the n-th
+ * time the named point is reached the action runs: by default the process SIGKILLs itself. */
+typedef void (*mp__fault_fn)(const char *point, void *arg);
+#if defined(MP_FAULT_POINTS)
+extern _Atomic(const char *) mp__fault_armed;
+void mp__fault_hit(const char *point);
+#define mp__fault(point)                                                                          \
+    do {                                                                                          \
+        if (MP__UNLIKELY(atomic_load_explicit(&mp__fault_armed, memory_order_relaxed) != NULL))  \
+            mp__fault_hit(point);                                                                 \
+    } while (0)
+#else
+#define mp__fault(point) ((void)0)
+#endif
+/* mp__fault_arm - arm `point` to fire on its nth hit (1 = first). fn NULL means SIGKILL self.
+ * Returns -ENOTSUP when the library was built without fault points. */
+int mp__fault_arm(const char *point, unsigned nth, mp__fault_fn fn, void *arg);
+void mp__fault_disarm(void);
+/* mp__fault_enabled - 1 when fault points are compiled in. */
+int mp__fault_enabled(void);
+
+#endif /* MPIPC_INTERNAL_H */

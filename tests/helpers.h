@@ -1,0 +1,75 @@
+/*
+ * helpers.h - shared test helpers: forked children, lock-step barriers, the leak check.
+ *
+ * cmocka asserts longjmp into the runner, which a forked child must never do: children check
+ * with CHILD_CHECK() (prints and _exit(1)s) and end with _exit(0); the parent asserts the exit
+ * status with assert_child_ok().
+ */
+#ifndef MPIPC_TEST_HELPERS_H
+#define MPIPC_TEST_HELPERS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mpipc.h"
+
+/* In a forked child: on failure print where and _exit(1). */
+#define CHILD_CHECK(expr)                                                                         \
+    do {                                                                                          \
+        if (!(expr)) {                                                                            \
+            fprintf(stderr, "%s:%d: child check failed: %s\n", __FILE__, __LINE__, #expr);      \
+            fflush(stderr);                                                                       \
+            _exit(1);                                                                             \
+        }                                                                                         \
+    } while (0)
+
+/* th_fork - fork a child that runs fn(arg) and _exit()s with its return value. Returns the pid
+ * (the parent asserts it is > 0). */
+pid_t th_fork(int (*fn)(void *), void *arg);
+
+/* th_wait - reap pid and return its raw wait status (-1 on error). Bounded: SIGKILLs the child
+ * if it has not ended within timeout_ms, so a hung child fails the test instead of hanging it. */
+int th_wait(pid_t pid, int timeout_ms);
+
+/* assert_child_ok - reap pid (at most 30 s) and assert it exited with status 0. */
+#define assert_child_ok(pid)                                                                      \
+    do {                                                                                          \
+        int st_ = th_wait((pid), 30000);                                                          \
+        assert_true(WIFEXITED(st_));                                                              \
+        assert_int_equal(WEXITSTATUS(st_), 0);                                                    \
+    } while (0)
+
+/* A lock-step barrier for `parties` processes in MAP_SHARED|MAP_ANONYMOUS memory, built on a
+ * raw futex so that the tests do not depend on the sync module they may be testing. */
+typedef struct th_barrier th_barrier;
+th_barrier *th_barrier_new(unsigned parties);
+/* th_barrier_wait - returns 0, or -1 if the other parties did not arrive within 30 s. */
+int th_barrier_wait(th_barrier *b);
+void th_barrier_free(th_barrier *b);
+
+/* th_shared - zeroed MAP_SHARED|MAP_ANONYMOUS memory, visible to children forked afterwards. */
+void *th_shared(size_t size);
+void th_shared_free(void *p, size_t size);
+
+/* th_now_ms - CLOCK_MONOTONIC milliseconds. */
+int64_t th_now_ms(void);
+
+/* The leak check. th_leak_snapshot() records /dev/shm entries, open fds and child processes;
+ * th_leak_check() returns non-zero (and prints what leaked) if any appeared since. Every test
+ * executable runs them as group setup/teardown through th_run_tests(). */
+int th_leak_snapshot(void **state);
+int th_leak_check(void **state);
+
+/* Run a cmocka group with the leak check around it; returns cmocka's failure count, plus one
+ * if something leaked. */
+#define th_run_tests(tests) th_run_group(#tests, tests, sizeof(tests) / sizeof((tests)[0]))
+int th_run_group(const char *name, const struct CMUnitTest *tests, size_t n);
+
+#endif
