@@ -147,9 +147,11 @@ MP_API pid_t mp_process_pid(const mp_process *p);
 /* mp_process_name - the process name. Never NULL ("" for a NULL handle). */
 MP_API const char *mp_process_name(const mp_process *p);
 
-/* mp_process_sentinel - Python's sentinel: an fd (a pidfd) that becomes readable when the child
- * ends, for poll/epoll or mp_conn_wait. Owned by the handle (do not close it); unlike Python's
- * pipe it is not delayed by grandchildren. Returns the fd, or -EINVAL if not started. */
+/* mp_process_sentinel - Python's sentinel: an fd that becomes ready when the child ends, for
+ * poll/epoll/select or mp_conn_wait; test revents for POLLIN | POLLHUP. It is a pidfd, which
+ * unlike Python's pipe is not delayed by grandchildren; where pidfd_open() is unavailable
+ * (seccomp, valgrind) it is Python's pipe, which reports POLLHUP. Owned by the handle: do not
+ * close it. Returns the fd, or -EINVAL if not started. */
 MP_API int mp_process_sentinel(const mp_process *p);
 
 /* mp_process_close - release the handle. A child that is still running cannot be closed:

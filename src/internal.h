@@ -99,6 +99,11 @@ void mp__seg_close(mp__seg *seg);
 /* mp__random_bytes - fill buf from getrandom(); 0 or -errno. */
 int mp__random_bytes(void *buf, size_t n);
 
+/* ---- process ----------------------------------------------------------------------------------
+ * mp__process_use_pidfd - false forces the pipe sentinel used where pidfd_open() is missing
+ * (for tests); true returns to pidfds where the kernel has them. */
+void mp__process_use_pidfd(bool on);
+
 /* ---- fault points ----------------------------------------------------------------------------
  * mp__fault("queue.put.copied") marks a step where a test may kill or stop the process. In
  * builds without MP_FAULT_POINTS it compiles to nothing. When armed (mp__fault_arm), the n-th

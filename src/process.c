@@ -6,9 +6,13 @@
  * signals go through pidfd_send_signal() so they can never reach a recycled pid. The status is
  * collected with waitpid() on the child's own pid, never -1, so other children of the program
  * are left alone.
+ *
+ * Where pidfd_open() is unavailable (seccomp filters, valgrind) the sentinel falls back to
+ * Python's scheme: a pipe whose only write end the child holds, hitting EOF when it exits.
  */
 #include "internal.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -31,7 +35,7 @@ struct mp_process {
     int pdeathsig;
     pid_t creator; /* the process that opened the handle: the only one that may start/reap */
     pid_t pid;
-    int pidfd;
+    int sentinel; /* pidfd, or the read end of the fallback pipe; -1 before start */
     enum proc_state state;
     bool status_known; /* false when SIGCHLD is ignored and the kernel discarded it */
     int exitcode;
@@ -44,6 +48,7 @@ struct mp_process {
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static mp_process *registry;
 static pthread_once_t registry_once = PTHREAD_ONCE_INIT;
+static bool have_pidfd;
 
 /* Python's process identity: "" in the main process, "1" in the first child, "1:3" in that
  * child's third child, and so on. */
@@ -81,6 +86,18 @@ registry_setup(void)
      * thread that does not exist there. */
     pthread_atfork(registry_lock, registry_unlock, registry_after_fork_child);
     atexit(exit_handler);
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    have_pidfd = fd >= 0;
+    if (fd >= 0)
+        close(fd);
+}
+
+void
+mp__process_use_pidfd(bool on)
+{
+    pthread_once(&registry_once, registry_setup);
+    if (!on || have_pidfd)
+        have_pidfd = on;
 }
 
 static void
@@ -125,6 +142,16 @@ set_ended(mp_process *p, bool known, int status)
         p->exitcode = 0;
 }
 
+/* A pipe sentinel hits EOF when the exiting child closes its files, a moment before it becomes
+ * a zombie that waitpid(WNOHANG) can collect. Once the pipe says so, a blocking waitpid() returns
+ * at once; without that, is_alive() could report a child whose sentinel fired as running. */
+static bool
+pipe_sentinel_fired(const mp_process *p)
+{
+    struct pollfd pfd = {.fd = p->sentinel, .events = POLLIN};
+    return !have_pidfd && poll(&pfd, 1, 0) == 1;
+}
+
 /* Try to collect the child's status without blocking. Returns true once the child has ended.
  * Caller is the creator. */
 static bool
@@ -138,6 +165,11 @@ reap_nowait(mp_process *p)
         do
             r = waitpid(p->pid, &status, WNOHANG);
         while (r < 0 && errno == EINTR);
+        if (r == 0 && pipe_sentinel_fired(p)) {
+            do
+                r = waitpid(p->pid, &status, 0);
+            while (r < 0 && errno == EINTR);
+        }
         if (r == p->pid)
             set_ended(p, true, status);
         else if (r < 0) /* ECHILD: SIGCHLD is SIG_IGN (auto-reaped) or someone else reaped it */
@@ -196,7 +228,7 @@ mp_process_open(mp_process **out, mp_process_fn target, void *arg, const mp_proc
     p->daemon = opts->daemon;
     p->pdeathsig = opts->pdeathsig;
     p->creator = getpid();
-    p->pidfd = -1;
+    p->sentinel = -1;
     p->state = PROC_NEW;
     *out = p;
     return 0;
@@ -205,8 +237,10 @@ mp_process_open(mp_process **out, mp_process_fn target, void *arg, const mp_proc
 /* Runs in the child right after fork(). Until target() is called only async-signal-safe work
  * happens here: the parent may have had other threads holding arbitrary locks. */
 static _Noreturn void
-child_main(mp_process *p, pid_t parent)
+child_main(mp_process *p, pid_t parent, int pipe_rd)
 {
+    if (pipe_rd >= 0)
+        close(pipe_rd); /* keep only the write end of a fallback sentinel pipe */
     if (p->pdeathsig != 0) {
         prctl(PR_SET_PDEATHSIG, p->pdeathsig);
         /* The parent may have died between fork() and prctl(): then nobody will send the
@@ -236,21 +270,37 @@ mp_process_start(mp_process *p)
     /* Flush every output stream so buffered text is written once, by the parent, and the
      * child starts with empty buffers. */
     fflush(NULL);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
+    int pipefd[2] = {-1, -1};
+    if (!have_pidfd && pipe2(pipefd, O_CLOEXEC) < 0) {
         int e = errno;
         pthread_mutex_unlock(&p->mu);
         return -e;
     }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        if (pipefd[0] >= 0) {
+            close(pipefd[0]);
+            close(pipefd[1]);
+        }
+        pthread_mutex_unlock(&p->mu);
+        return -e;
+    }
     if (pid == 0)
-        child_main(p, parent);
+        child_main(p, parent, pipefd[0]);
 
     int r = 0;
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int fd;
+    if (have_pidfd) {
+        fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    } else {
+        close(pipefd[1]);
+        fd = pipefd[0];
+    }
     p->pid = pid;
     if (fd >= 0) {
-        p->pidfd = fd;
+        p->sentinel = fd;
         p->state = PROC_RUNNING;
     } else if (errno == ESRCH) {
         /* Only possible when SIGCHLD is ignored: the child already ended and was auto-reaped. */
@@ -288,7 +338,7 @@ mp_process_join(mp_process *p, int timeout_ms)
             return -EAGAIN;
         if (ms == 0)
             return -ETIMEDOUT;
-        struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
+        struct pollfd pfd = {.fd = p->sentinel, .events = POLLIN};
         if (poll(&pfd, 1, ms) < 0 && errno == EINTR)
             return -EINTR;
     }
@@ -338,9 +388,14 @@ send_signal(mp_process *p, int sig)
     pthread_mutex_lock(&p->mu);
     if (p->state == PROC_NEW)
         r = -EINVAL;
-    else if (p->state == PROC_RUNNING &&
-             syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0) < 0 && errno != ESRCH)
-        r = -errno; /* ESRCH: it has just exited; "does nothing once ended" */
+    else if (p->state == PROC_RUNNING) {
+        /* Without a pidfd, kill() by pid is still safe here: the pid cannot be recycled before
+         * this process reaps it, and reaping takes p->mu. */
+        long s = have_pidfd ? syscall(SYS_pidfd_send_signal, p->sentinel, sig, NULL, 0)
+                            : kill(p->pid, sig);
+        if (s < 0 && errno != ESRCH)
+            r = -errno; /* ESRCH: it has just exited; "does nothing once ended" */
+    }
     pthread_mutex_unlock(&p->mu);
     return r;
 }
@@ -374,9 +429,9 @@ mp_process_name(const mp_process *p)
 int
 mp_process_sentinel(const mp_process *p)
 {
-    if (p == NULL || p->pidfd < 0)
+    if (p == NULL || p->sentinel < 0)
         return -EINVAL;
-    return p->pidfd;
+    return p->sentinel;
 }
 
 int
@@ -392,8 +447,8 @@ mp_process_close(mp_process *p)
             registry_remove(p);
     }
     /* In any other process this is an inherited copy: release only what this process holds. */
-    if (p->pidfd >= 0)
-        close(p->pidfd);
+    if (p->sentinel >= 0)
+        close(p->sentinel);
     pthread_mutex_destroy(&p->mu);
     mp__free(p->name);
     mp__free(p);
