@@ -16,6 +16,15 @@
 #include <stdint.h>
 #include <time.h>
 
+/* ThreadSanitizer builds: some calls it does not intercept need annotations. */
+#if defined(__SANITIZE_THREAD__)
+#define MP__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MP__TSAN 1
+#endif
+#endif
+
 #define MP__LIKELY(x) __builtin_expect(!!(x), 1)
 #define MP__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define MP__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -13,6 +13,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#if defined(MP__TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 /* ---- deadlines -------------------------------------------------------------------------------- */
 
 int64_t
@@ -125,7 +129,18 @@ mp__mutex_lock(pthread_mutex_t *m, const mp__deadline *dl)
         r = pthread_mutex_lock(m);
     } else {
         struct timespec ts = mp__deadline_ts(dl);
+#if defined(MP__TSAN)
+        /* TSan does not intercept pthread_mutex_clocklock: tell it about the acquisition, or
+         * the matching unlock looks like an unlock of an unlocked mutex. */
+        __tsan_mutex_pre_lock(m, __tsan_mutex_try_lock);
         r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+        __tsan_mutex_post_lock(m,
+                               __tsan_mutex_try_lock |
+                                   (r == 0 || r == EOWNERDEAD ? 0 : __tsan_mutex_try_lock_failed),
+                               0);
+#else
+        r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+#endif
     }
     if (r == EOWNERDEAD)
         return MP_OWNERDEAD;

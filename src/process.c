@@ -69,12 +69,15 @@ registry_unlock(void)
 }
 
 /* In every child, however it was forked, the inherited registry describes its parent's
- * children, not its own: start empty. */
+ * children, not its own: start empty. Another thread of the parent may have held the lock
+ * mid-update at fork; that thread does not exist here and the list is discarded anyway, so the
+ * lock is re-initialised rather than taken around fork() (which would order it against every
+ * handle's lock). */
 static void
 registry_after_fork_child(void)
 {
     registry = NULL;
-    registry_unlock();
+    pthread_mutex_init(&registry_mu, NULL);
 }
 
 static void exit_handler(void);
@@ -82,9 +85,7 @@ static void exit_handler(void);
 static void
 registry_setup(void)
 {
-    /* Holding the registry lock across fork() keeps a child from inheriting it locked by a
-     * thread that does not exist there. */
-    pthread_atfork(registry_lock, registry_unlock, registry_after_fork_child);
+    pthread_atfork(NULL, NULL, registry_after_fork_child);
     atexit(exit_handler);
     int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
     have_pidfd = fd >= 0;

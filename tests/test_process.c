@@ -226,14 +226,15 @@ test_process_close_is_refused_while_running(void **state)
 struct exit_shared {
     pid_t daemon_pid, worker_pid;
     int worker_done;
-    th_barrier *worker_go;
+    th_barrier *checked;   /* helper and worker: the helper has counted its live children */
+    th_barrier *worker_go; /* worker and test: the test is waiting for the helper */
 };
 
 static int
 exit_worker(void *arg)
 {
     struct exit_shared *s = arg;
-    if (th_barrier_wait(s->worker_go) != 0)
+    if (th_barrier_wait(s->checked) != 0 || th_barrier_wait(s->worker_go) != 0)
         return 1;
     __atomic_store_n(&s->worker_done, 1, __ATOMIC_SEQ_CST);
     return 0;
@@ -251,6 +252,7 @@ exit_parent(void *arg)
     s->daemon_pid = mp_process_pid(d);
     s->worker_pid = mp_process_pid(w);
     CHILD_CHECK(mp_active_children(NULL, 0) == 2);
+    CHILD_CHECK(th_barrier_wait(s->checked) == 0); /* only now may the worker finish */
     exit(0); /* a normal exit: the handler must terminate d and join w */
 }
 
@@ -259,10 +261,11 @@ test_process_exit_terminates_daemons_and_joins_the_others(void **state)
 {
     (void)state;
     struct exit_shared *s = th_shared(sizeof *s);
+    s->checked = th_barrier_new(2);
     s->worker_go = th_barrier_new(2);
     pid_t h = th_fork(exit_parent, s);
     assert_true(h > 0);
-    /* The worker is blocked until we arrive, so the helper is still joining it. */
+    /* The worker cannot finish before the helper counted it and we arrive here. */
     assert_int_equal(th_barrier_wait(s->worker_go), 0);
     assert_child_ok(h);
     assert_int_equal(__atomic_load_n(&s->worker_done, __ATOMIC_SEQ_CST), 1);
@@ -272,6 +275,7 @@ test_process_exit_terminates_daemons_and_joins_the_others(void **state)
     assert_int_equal(errno, ESRCH);
     assert_int_equal(kill(s->worker_pid, 0), -1);
     assert_int_equal(errno, ESRCH);
+    th_barrier_free(s->checked);
     th_barrier_free(s->worker_go);
     th_shared_free(s, sizeof *s);
 }
