@@ -133,7 +133,8 @@ str_format(char fmt[8], size_t width)
     memcpy(fmt, tmp, (size_t)len);
 }
 
-/* ---- reading slots ----------------------------------------------------------------------------- */
+/* ---- reading slots -----------------------------------------------------------------------------
+ */
 
 static int
 resolve(const mp_shlist *l, ptrdiff_t index, size_t *i)
@@ -216,7 +217,8 @@ view(const mp_shlist *l, size_t i, mp_shlist_item *it)
     return 0;
 }
 
-/* ---- open / close ------------------------------------------------------------------------------ */
+/* ---- open / close ------------------------------------------------------------------------------
+ */
 
 static int
 layout_attached(mp_shlist *l)
@@ -434,7 +436,7 @@ mp_shlist_set(mp_shlist *l, ptrdiff_t index, const mp_shlist_item *item)
     return 0;
 }
 
-/* ---- count / index / format ---------------------------------------------------------------- */
+/* ---- count / index / format ------------------------------------------------------------------ */
 
 static bool
 is_number(mp_shlist_type t)

@@ -1,5 +1,6 @@
 /*
- * shm.c - mp_shm: named shared memory segments, Python's multiprocessing.shared_memory.SharedMemory.
+ * shm.c - mp_shm: named shared memory segments, Python's
+ * multiprocessing.shared_memory.SharedMemory.
  *
  * A segment is a POSIX shm object under /dev/shm, created with O_EXCL and mode 0600 and
  * reserved with posix_fallocate (mp__seg_create), so a full tmpfs fails at creation. The name a
@@ -120,14 +121,14 @@ check_name(const char *name, const char **bare)
     size_t len = strnlen(name, MP_SHM_NAME_MAX + 1);
     if (len > MP_SHM_NAME_MAX)
         return -ENAMETOOLONG;
-    if (len == 0 || strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
-        strcmp(name, "..") == 0)
+    if (len == 0 || strchr(name, '/') != NULL || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
         return -EINVAL;
     *bare = name;
     return 0;
 }
 
-/* ---- open / close ------------------------------------------------------------------------------ */
+/* ---- open / close ------------------------------------------------------------------------------
+ */
 
 static int
 check_opts(const mp_shm_opts *o)

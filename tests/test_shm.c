@@ -37,7 +37,7 @@ create_named(const char *name, size_t size)
     return s;
 }
 
-/* ---- mp_shm ------------------------------------------------------------------------------------ */
+/* ---- mp_shm ---------------------------------------------------------------------------------- */
 
 struct attach_arg {
     char name[300];
@@ -150,8 +150,8 @@ test_shm_open_rejects_bad_arguments_and_leaves_nothing(void **state)
                      -EINVAL);
     const char *bad[] = {"", "/", "a/b", "//a", ".", ".."};
     for (size_t i = 0; i < MP__ARRAY_LEN(bad); i++)
-        assert_int_equal(
-            mp_shm_open(&s, &(mp_shm_opts){.name = bad[i], .create = true, .size = 1}), -EINVAL);
+        assert_int_equal(mp_shm_open(&s, &(mp_shm_opts){.name = bad[i], .create = true, .size = 1}),
+                         -EINVAL);
     assert_int_equal(mp_shm_open(&s, &(mp_shm_opts){.name = too_long, .create = true, .size = 1}),
                      -ENAMETOOLONG);
     assert_int_equal(mp_shm_open(&s, &(mp_shm_opts){.name = "mpipc-test-missing"}), -ENOENT);
@@ -276,8 +276,8 @@ test_shm_sweep_removes_opted_in_segments_of_a_killed_creator_only(void **state)
 
     assert_true(mp_shm_sweep() >= 1);
     assert_false(name_exists(n->swept));
-    assert_true(name_exists(n->kept));              /* did not opt in */
-    assert_true(name_exists(mp_shm_name(live)));    /* its creator lives */
+    assert_true(name_exists(n->kept));           /* did not opt in */
+    assert_true(name_exists(mp_shm_name(live))); /* its creator lives */
 
     mp_shm *kept;
     assert_int_equal(mp_shm_open(&kept, &(mp_shm_opts){.name = n->kept, .owner = true}), 0);
@@ -308,8 +308,8 @@ test_shm_sweep_sees_a_reused_pid_and_skips_other_namespaces(void **state)
     int pid;
     unsigned long long start, ns;
     unsigned rnd;
-    assert_int_equal(
-        sscanf(mp_shm_name(live), "mpsm_s_%d_%llx_%llx_%x", &pid, &start, &ns, &rnd), 4);
+    assert_int_equal(sscanf(mp_shm_name(live), "mpsm_s_%d_%llx_%llx_%x", &pid, &start, &ns, &rnd),
+                     4);
     assert_int_equal(pid, getpid());
 
     /* Our pid with an earlier start time: a dead process whose pid we now have. */
@@ -338,14 +338,16 @@ test_shm_sweep_sees_a_reused_pid_and_skips_other_namespaces(void **state)
     mp_shm_close(live);
 }
 
-/* ---- ShareableList ------------------------------------------------------------------------------ */
+/* ---- ShareableList --------------------------------------------------------------------------- */
 
+/* clang-format off */
 #define STR(x) {.type = MP_SHLIST_STR, .v.s = {x, sizeof(x) - 1}}
 #define BYTES(x) {.type = MP_SHLIST_BYTES, .v.s = {x, sizeof(x) - 1}}
 #define INT(x) {.type = MP_SHLIST_INT, .v.i = (x)}
 #define FLOAT(x) {.type = MP_SHLIST_FLOAT, .v.f = (x)}
 #define BOOL(x) {.type = MP_SHLIST_BOOL, .v.b = (x)}
 #define NONE {.type = MP_SHLIST_NONE}
+/* clang-format on */
 
 static mp_shlist *
 create_list(const mp_shlist_item *items, size_t n)
@@ -384,8 +386,14 @@ test_shlist_layout_is_python_byte_for_byte(void **state)
     assert_int_equal(one, 1);
     assert_true(two_and_a_half == 2.5);
     assert_memory_equal(data + 32, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16);
-    assert_memory_equal(data + 48, "8s\0\0\0\0\0\0" "8s\0\0\0\0\0\0" "q\0\0\0\0\0\0\0"
-                                   "d\0\0\0\0\0\0\0" "xxxxxx?x" "xxxxxxx?", 48);
+    assert_memory_equal(data + 48,
+                        "8s\0\0\0\0\0\0"
+                        "8s\0\0\0\0\0\0"
+                        "q\0\0\0\0\0\0\0"
+                        "d\0\0\0\0\0\0\0"
+                        "xxxxxx?x"
+                        "xxxxxxx?",
+                        48);
     assert_memory_equal(data + 96, "\1\2\0\0\3\0", 6);
     char fmt[64];
     assert_int_equal(mp_shlist_format(l, fmt, sizeof fmt), 22);
@@ -406,7 +414,7 @@ test_shlist_get_and_set_follow_python_rules(void **state)
 {
     (void)state;
     const mp_shlist_item items[] = {STR("howdy"), BYTES("HoWdY"), FLOAT(-273.154), INT(100),
-                                    NONE, BOOL(true), INT(42), BYTES("a\0\0")};
+                                    NONE,         BOOL(true),     INT(42),         BYTES("a\0\0")};
     mp_shlist *l = create_list(items, 8);
     assert_int_equal(mp_shlist_len(l), 8);
     char buf[64];
@@ -445,8 +453,7 @@ test_shlist_get_and_set_follow_python_rules(void **state)
     assert_int_equal(mp_shlist_set(l, 5, &(mp_shlist_item)INT(-1)), 0);
     assert_int_equal(mp_shlist_set(l, 8, &dry), -ERANGE);
     assert_int_equal(mp_shlist_set(l, -9, &dry), -ERANGE);
-    assert_int_equal(mp_shlist_set(l, 0, &(mp_shlist_item){.type = (mp_shlist_type)99}),
-                     MP_ETYPE);
+    assert_int_equal(mp_shlist_set(l, 0, &(mp_shlist_item){.type = (mp_shlist_type)99}), MP_ETYPE);
     assert_int_equal(mp_shlist_set(l, 0, &(mp_shlist_item)STR("\xff")), -EINVAL);
     assert_int_equal(mp_shlist_set(l, 0, &(mp_shlist_item)STR("\xed\xa0\x80")), -EINVAL);
     assert_int_equal(mp_shlist_set(NULL, 0, &dry), -EINVAL);
@@ -476,9 +483,9 @@ static void
 test_shlist_count_and_index_use_python_equality(void **state)
 {
     (void)state;
-    const mp_shlist_item items[] = {INT(1),    FLOAT(1.0),  BOOL(true),   STR("ab"), BYTES("ab"),
-                                    NONE,      FLOAT(NAN),  INT((1LL << 53) + 1), FLOAT(0x1p53),
-                                    BOOL(false)};
+    const mp_shlist_item items[] = {INT(1),        FLOAT(1.0), BOOL(true), STR("ab"),
+                                    BYTES("ab"),   NONE,       FLOAT(NAN), INT((1LL << 53) + 1),
+                                    FLOAT(0x1p53), BOOL(false)};
     mp_shlist *l = create_list(items, MP__ARRAY_LEN(items));
     assert_int_equal(mp_shlist_count(l, &(mp_shlist_item)INT(1)), 3);
     assert_int_equal(mp_shlist_count(l, &(mp_shlist_item)BOOL(true)), 3);
@@ -594,7 +601,7 @@ test_shlist_rejects_bad_arguments_and_corrupted_segments(void **state)
     drop_list(l);
 }
 
-/* ---- interop with Python ------------------------------------------------------------------------ */
+/* ---- interop with Python --------------------------------------------------------------------- */
 
 #define MAX_PY 8
 
@@ -759,11 +766,10 @@ test_interop_c_creates_and_python_attaches_reads_and_writes_back(void **state)
     if (npy == 0)
         skip();
     /* shm_peer.py's C_ITEMS. */
-    const mp_shlist_item items[] = {STR("howdy"),    BYTES("HoWdY"),   FLOAT(-273.154),
-                                    INT(100),        NONE,             BOOL(true),
-                                    INT(42),         STR(""),          STR(HELLO_WORLD),
-                                    BYTES("\0ab\0"), INT(INT64_MIN),   INT(INT64_MAX),
-                                    BOOL(false),     FLOAT(INFINITY)};
+    const mp_shlist_item items[] = {
+        STR("howdy"),   BYTES("HoWdY"), FLOAT(-273.154), INT(100),         NONE,
+        BOOL(true),     INT(42),        STR(""),         STR(HELLO_WORLD), BYTES("\0ab\0"),
+        INT(INT64_MIN), INT(INT64_MAX), BOOL(false),     FLOAT(INFINITY)};
     for (int k = 0; k < npy; k++) {
         mp_shm *s;
         assert_int_equal(mp_shm_open(&s, &(mp_shm_opts){.create = true, .size = 4096}), 0);
@@ -850,8 +856,13 @@ test_interop_python_creates_and_c_attaches_reads_and_writes_back(void **state)
         char fmt[128];
         assert_true(mp_shlist_format(l, fmt, sizeof fmt) > 0);
         assert_string_equal(fmt, "qd8s8sxxxxxx?xxxxxxxx?24s");
-        const mp_shlist_item writes[] = {INT(-5), STR("C"), STR("bytes"), BYTES("str"),
-                                         FLOAT(0.25), NONE, STR("bbbbbbbbbbbbbbbbbbbbbbbb")};
+        const mp_shlist_item writes[] = {INT(-5),
+                                         STR("C"),
+                                         STR("bytes"),
+                                         BYTES("str"),
+                                         FLOAT(0.25),
+                                         NONE,
+                                         STR("bbbbbbbbbbbbbbbbbbbbbbbb")};
         for (size_t i = 0; i < MP__ARRAY_LEN(writes); i++)
             assert_int_equal(mp_shlist_set(l, (ptrdiff_t)i, &writes[i]), 0);
         assert_int_equal(mp_shlist_set(l, 6, &(mp_shlist_item)STR("bbbbbbbbbbbbbbbbbbbbbbbbb")),
