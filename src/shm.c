@@ -94,6 +94,30 @@ format_name(char *buf, size_t cap, bool sweep, int pid, unsigned long long start
 
 #define GEN_NAME_CAP 80
 
+/* This process's start time and pid namespace never change, but reading /proc costs more than
+ * the rest of a create, so they are kept, tagged with the pid they belong to: a forked child
+ * sees another pid and reads its own. No lock (a child forked while another thread held one
+ * would inherit it held): threads that race compute and store the same values, and the pid is
+ * published last. */
+static _Atomic pid_t self_pid;
+static _Atomic unsigned long long self_start, self_ns;
+
+static void
+self_identity(pid_t pid, unsigned long long *start, unsigned long long *ns)
+{
+    if (atomic_load_explicit(&self_pid, memory_order_acquire) != pid) {
+        unsigned long long s = 0, n = 0;
+        /* Without /proc the fields are 0, which the sweep never touches: such names are kept. */
+        if (proc_start_time(pid, &s) != 0 || self_pidns(&n) != 0)
+            s = n = 0;
+        atomic_store_explicit(&self_start, s, memory_order_relaxed);
+        atomic_store_explicit(&self_ns, n, memory_order_relaxed);
+        atomic_store_explicit(&self_pid, pid, memory_order_release);
+    }
+    *start = atomic_load_explicit(&self_start, memory_order_relaxed);
+    *ns = atomic_load_explicit(&self_ns, memory_order_relaxed);
+}
+
 static int
 generate_name(char *buf, bool sweep)
 {
@@ -101,11 +125,10 @@ generate_name(char *buf, bool sweep)
     int r = mp__random_bytes(&rnd, sizeof rnd);
     if (r != 0)
         return r;
-    /* Without /proc the fields are 0, which the sweep never touches: such a name is kept. */
-    unsigned long long start = 0, ns = 0;
-    if (proc_start_time(getpid(), &start) != 0 || self_pidns(&ns) != 0)
-        start = ns = 0;
-    format_name(buf, GEN_NAME_CAP, sweep, (int)getpid(), start, ns, rnd);
+    pid_t pid = getpid();
+    unsigned long long start, ns;
+    self_identity(pid, &start, &ns);
+    format_name(buf, GEN_NAME_CAP, sweep, (int)pid, start, ns, rnd);
     return 0;
 }
 

@@ -244,6 +244,7 @@ test_shm_open_unwinds_every_failed_allocation(void **state)
 struct sweep_names {
     char swept[128];
     char kept[128];
+    th_barrier *created, *swept_once;
 };
 
 static int
@@ -255,6 +256,8 @@ child_creates_and_dies(void *p)
     CHILD_CHECK(mp_shm_open(&b, &(mp_shm_opts){.create = true, .size = 8}) == 0);
     snprintf(n->swept, sizeof n->swept, "%s", mp_shm_name(a));
     snprintf(n->kept, sizeof n->kept, "%s", mp_shm_name(b));
+    CHILD_CHECK(th_barrier_wait(n->created) == 0);
+    CHILD_CHECK(th_barrier_wait(n->swept_once) == 0);
     kill(getpid(), SIGKILL);
     return 1;
 }
@@ -263,16 +266,23 @@ static void
 test_shm_sweep_removes_opted_in_segments_of_a_killed_creator_only(void **state)
 {
     (void)state;
+    /* The parent creates first, so the child must not reuse the parent's cached identity. */
+    mp_shm *live;
+    assert_int_equal(mp_shm_open(&live, &(mp_shm_opts){.create = true, .size = 8, .sweep = true}),
+                     0);
     struct sweep_names *n = th_shared(sizeof *n);
+    n->created = th_barrier_new(2);
+    n->swept_once = th_barrier_new(2);
     pid_t pid = th_fork(child_creates_and_dies, n);
     assert_true(pid > 0);
+    assert_int_equal(th_barrier_wait(n->created), 0);
+    assert_true(mp_shm_sweep() >= 0);
+    assert_true(name_exists(n->swept)); /* its creator still lives */
+    assert_int_equal(th_barrier_wait(n->swept_once), 0);
     int st = th_wait(pid, 30000);
     assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     assert_true(name_exists(n->swept));
     assert_true(name_exists(n->kept));
-    mp_shm *live;
-    assert_int_equal(mp_shm_open(&live, &(mp_shm_opts){.create = true, .size = 8, .sweep = true}),
-                     0);
 
     assert_true(mp_shm_sweep() >= 1);
     assert_false(name_exists(n->swept));
@@ -285,6 +295,8 @@ test_shm_sweep_removes_opted_in_segments_of_a_killed_creator_only(void **state)
     mp_shm_close(kept);
     assert_int_equal(mp_shm_unlink(live), 0);
     mp_shm_close(live);
+    th_barrier_free(n->created);
+    th_barrier_free(n->swept_once);
     th_shared_free(n, sizeof *n);
 }
 
