@@ -317,7 +317,8 @@ MP_API int mp_shlist_set(mp_shlist *l, ptrdiff_t index, const mp_shlist_item *it
  * (Python's count() and index()), with Python's ==: int, float and bool compare as numbers
  * (1 == 1.0 == True), str and bytes by content, None only with None, NaN with nothing.
  * mp_shlist_index returns -ENOENT when there is none (Python's ValueError). Both return
- * MP_ETYPE for an unknown type, -EINVAL for NULL, -EPROTO for a corrupted slot. */
+ * MP_ETYPE for an unknown type, -EINVAL for NULL or a str that is not valid UTF-8, -EPROTO for
+ * a corrupted slot. */
 MP_API ssize_t mp_shlist_count(const mp_shlist *l, const mp_shlist_item *value);
 MP_API ssize_t mp_shlist_index(const mp_shlist *l, const mp_shlist_item *value);
 

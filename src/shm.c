@@ -210,6 +210,8 @@ mp_shm_open(mp_shm **out, const mp_shm_opts *opts)
         mp__free(s);
         return r;
     }
+    /* The name exists from here on; a creator killed now leaves it to the sweep. */
+    mp__fault("shm.open.created");
     s->path = path;
     s->unlinker = opts->create || opts->owner ? getpid() : 0;
     atomic_init(&s->unlinked, false);

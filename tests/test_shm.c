@@ -6,6 +6,7 @@
 #include "helpers.h"
 #include "internal.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
@@ -298,6 +299,46 @@ test_shm_sweep_removes_opted_in_segments_of_a_killed_creator_only(void **state)
     th_barrier_free(n->created);
     th_barrier_free(n->swept_once);
     th_shared_free(n, sizeof *n);
+}
+
+static int
+child_dies_inside_open(void *arg)
+{
+    (void)arg;
+    CHILD_CHECK(mp__fault_arm("shm.open.created", 1, NULL, NULL) == 0);
+    mp_shm *s;
+    mp_shm_open(&s, &(mp_shm_opts){.create = true, .size = 8, .sweep = true});
+    return 1; /* not reached: the fault point SIGKILLs this process */
+}
+
+static size_t
+count_names(const char *prefix)
+{
+    size_t n = 0;
+    DIR *d = opendir("/dev/shm");
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+static void
+test_shm_sweep_collects_a_creator_killed_inside_open(void **state)
+{
+    (void)state;
+    if (!mp__fault_enabled())
+        skip();
+    pid_t pid = th_fork(child_dies_inside_open, NULL);
+    assert_true(pid > 0);
+    int st = th_wait(pid, 30000);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "mpsm_s_%d_", (int)pid);
+    assert_int_equal(count_names(prefix), 1);
+    assert_true(mp_shm_sweep() >= 1);
+    assert_int_equal(count_names(prefix), 0);
 }
 
 static void
@@ -901,6 +942,7 @@ main(void)
         cmocka_unit_test(test_shm_open_unwinds_every_failed_allocation),
         cmocka_unit_test(test_shm_sweep_removes_opted_in_segments_of_a_killed_creator_only),
         cmocka_unit_test(test_shm_sweep_sees_a_reused_pid_and_skips_other_namespaces),
+        cmocka_unit_test(test_shm_sweep_collects_a_creator_killed_inside_open),
         cmocka_unit_test(test_shlist_layout_is_python_byte_for_byte),
         cmocka_unit_test(test_shlist_get_and_set_follow_python_rules),
         cmocka_unit_test(test_shlist_count_and_index_use_python_equality),
