@@ -133,8 +133,7 @@ str_format(char fmt[8], size_t width)
     memcpy(fmt, tmp, (size_t)len);
 }
 
-/* ---- reading slots -----------------------------------------------------------------------------
- */
+/* ---- reading slots --------------------------------------------------------------------------- */
 
 static int
 resolve(const mp_shlist *l, ptrdiff_t index, size_t *i)
@@ -217,8 +216,7 @@ view(const mp_shlist *l, size_t i, mp_shlist_item *it)
     return 0;
 }
 
-/* ---- open / close ------------------------------------------------------------------------------
- */
+/* ---- open / close ---------------------------------------------------------------------------- */
 
 static int
 layout_attached(mp_shlist *l)
@@ -367,7 +365,7 @@ mp_shlist_len(const mp_shlist *l)
     return l != NULL ? l->n : 0;
 }
 
-/* ---- items ----------------------------------------------------------------------------------- */
+/* ---- get / set ------------------------------------------------------------------------------- */
 
 int
 mp_shlist_get(const mp_shlist *l, ptrdiff_t index, mp_shlist_item *out, void *buf, size_t cap)

@@ -150,8 +150,7 @@ check_name(const char *name, const char **bare)
     return 0;
 }
 
-/* ---- open / close ------------------------------------------------------------------------------
- */
+/* ---- open / close ---------------------------------------------------------------------------- */
 
 static int
 check_opts(const mp_shm_opts *o)
@@ -211,7 +210,8 @@ mp_shm_open(mp_shm **out, const mp_shm_opts *opts)
         return r;
     }
     /* The name exists from here on; a creator killed now leaves it to the sweep. */
-    mp__fault("shm.open.created");
+    if (opts->create)
+        mp__fault("shm.open.created");
     s->path = path;
     s->unlinker = opts->create || opts->owner ? getpid() : 0;
     atomic_init(&s->unlinked, false);
