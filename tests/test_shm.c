@@ -5,18 +5,16 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 #include "internal.h"
+#include "python_peer.h"
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <glob.h>
 #include <limits.h>
 #include <math.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -656,131 +654,6 @@ test_shlist_rejects_bad_arguments_and_corrupted_segments(void **state)
 
 /* ---- interop with Python --------------------------------------------------------------------- */
 
-#define MAX_PY 8
-
-/* find_pythons - "python3" when it is on PATH, then every pyenv CPython >= 3.11 found, so the
- * 3.11 (tracker), 3.12 and 3.13 (track=False) code paths of shm_peer.py all run where present. */
-static int
-find_pythons(char py[][PATH_MAX])
-{
-    int n = 0;
-    const char *path = getenv("PATH");
-    char *dirs = strdup(path != NULL ? path : "");
-    assert_non_null(dirs);
-    char *save = NULL;
-    for (char *d = strtok_r(dirs, ":", &save); d != NULL; d = strtok_r(NULL, ":", &save)) {
-        char cand[PATH_MAX];
-        snprintf(cand, sizeof cand, "%s/python3", d);
-        if (access(cand, X_OK) == 0) {
-            snprintf(py[n++], PATH_MAX, "python3");
-            break;
-        }
-    }
-    free(dirs);
-    const char *root = getenv("PYENV_ROOT"), *home = getenv("HOME");
-    char pattern[PATH_MAX];
-    if (root != NULL)
-        snprintf(pattern, sizeof pattern, "%s/versions/3.1[1-9]*/bin/python3", root);
-    else
-        snprintf(pattern, sizeof pattern, "%s/.pyenv/versions/3.1[1-9]*/bin/python3",
-                 home != NULL ? home : "");
-    glob_t g;
-    if (glob(pattern, 0, NULL, &g) == 0) {
-        for (size_t i = 0; i < g.gl_pathc && n < MAX_PY; i++)
-            snprintf(py[n++], PATH_MAX, "%s", g.gl_pathv[i]);
-        globfree(&g);
-    }
-    return n;
-}
-
-struct peer {
-    pid_t pid;
-    int in, out, err;
-};
-
-static void
-peer_start(struct peer *p, const char *python, const char *mode, const char *a1, const char *a2)
-{
-    int in[2], out[2], err[2];
-    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(err, O_CLOEXEC), 0);
-    fflush(NULL);
-    p->pid = fork();
-    assert_true(p->pid >= 0);
-    if (p->pid == 0) {
-        /* Python's resource tracker outlives the interpreter for a moment, and orphans are
-         * re-parented to the test (a subreaper, for the leak check). So this child becomes
-         * the subreaper of python and its tracker, reaps both and exits with python's status. */
-        prctl(PR_SET_CHILD_SUBREAPER, 1);
-        pid_t py = fork();
-        if (py == 0) {
-            dup2(in[0], 0);
-            dup2(out[1], 1);
-            dup2(err[1], 2);
-            execlp(python, python, SHM_PEER_PY, mode, a1, a2, (char *)NULL);
-            _exit(127);
-        }
-        for (int i = 0; i < 2; i++) {
-            close(in[i]);
-            close(out[i]);
-            close(err[i]);
-        }
-        int code = 127, st;
-        pid_t w;
-        while ((w = waitpid(-1, &st, 0)) > 0 || (w < 0 && errno == EINTR))
-            if (w == py)
-                code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        _exit(code);
-    }
-    close(in[0]);
-    close(out[1]);
-    close(err[1]);
-    p->in = in[1];
-    p->out = out[0];
-    p->err = err[0];
-}
-
-/* read_some - append what fd has to buf within the deadline; false at EOF, error or timeout. */
-static bool
-read_some(int fd, char *buf, size_t cap, size_t *len, int64_t end)
-{
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    int64_t left = end - th_now_ms();
-    if (left <= 0 || poll(&pfd, 1, (int)left) <= 0 || *len + 1 >= cap)
-        return false;
-    ssize_t r = read(fd, buf + *len, cap - 1 - *len);
-    if (r <= 0)
-        return false;
-    *len += (size_t)r;
-    buf[*len] = '\0';
-    return true;
-}
-
-/* peer_finish - close the peer's stdin, collect its stderr up to EOF (which includes what its
- * resource tracker prints when it shuts down), reap it, and require a clean exit with nothing
- * at all on stderr: no traceback and no "leaked shared_memory" warning. */
-static void
-peer_finish(struct peer *p, const char *python)
-{
-    close(p->in);
-    char err[16384];
-    size_t len = 0;
-    err[0] = '\0';
-    int64_t end = th_now_ms() + 30000;
-    while (read_some(p->err, err, sizeof err, &len, end))
-        ;
-    close(p->err);
-    close(p->out);
-    int st = th_wait(p->pid, 30000);
-    if (len > 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fprintf(stderr, "%s %s exited with status %#x and said:\n%s\n", python, SHM_PEER_PY, st,
-                err);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-    assert_int_equal(len, 0);
-}
-
 static void
 assert_item(const mp_shlist *l, ptrdiff_t i, mp_shlist_item want)
 {
@@ -814,8 +687,8 @@ static void
 test_interop_c_creates_and_python_attaches_reads_and_writes_back(void **state)
 {
     (void)state;
-    char py[MAX_PY][PATH_MAX];
-    int npy = find_pythons(py);
+    char py[TH_PY_MAX][PATH_MAX];
+    int npy = th_py_find(py);
     if (npy == 0)
         skip();
     /* shm_peer.py's C_ITEMS. */
@@ -831,9 +704,10 @@ test_interop_c_creates_and_python_attaches_reads_and_writes_back(void **state)
             b[i] = (unsigned char)i;
         mp_shlist *l = create_list(items, MP__ARRAY_LEN(items));
 
-        struct peer p;
-        peer_start(&p, py[k], "attach", mp_shm_name(s), mp_shm_name(mp_shlist_shm(l)));
-        peer_finish(&p, py[k]);
+        th_py_peer p;
+        const char *args[] = {"attach", mp_shm_name(s), mp_shm_name(mp_shlist_shm(l)), NULL};
+        th_py_start(&p, py[k], SHM_PEER_PY, args);
+        th_py_finish(&p);
 
         assert_memory_equal(b, "howdy", 5);
         for (int i = 5; i < 4096; i++)
@@ -869,23 +743,18 @@ static void
 test_interop_python_creates_and_c_attaches_reads_and_writes_back(void **state)
 {
     (void)state;
-    char py[MAX_PY][PATH_MAX];
-    int npy = find_pythons(py);
+    char py[TH_PY_MAX][PATH_MAX];
+    int npy = th_py_find(py);
     if (npy == 0)
         skip();
     for (int k = 0; k < npy; k++) {
-        struct peer p;
-        peer_start(&p, py[k], "create", NULL, NULL);
-        char line[512];
-        size_t len = 0;
-        line[0] = '\0';
-        int64_t end = th_now_ms() + 30000;
-        while (strchr(line, '\n') == NULL && read_some(p.out, line, sizeof line, &len, end))
-            ;
-        char shm_name[256], list_name[256];
-        if (sscanf(line, "%255s %255s", shm_name, list_name) != 2)
-            peer_finish(&p, py[k]); /* shows why and fails */
-        assert_int_equal(sscanf(line, "%255s %255s", shm_name, list_name), 2);
+        th_py_peer p;
+        th_py_start(&p, py[k], SHM_PEER_PY, (const char *const[]){"create", NULL});
+        char line[600], shm_name[300], list_name[300];
+        if (!th_py_read_line(&p, line, sizeof line) ||
+            sscanf(line, "%299s %299s", shm_name, list_name) != 2)
+            th_py_finish(&p); /* shows why, and fails */
+        assert_int_equal(sscanf(line, "%299s %299s", shm_name, list_name), 2);
 
         mp_shm *s;
         assert_int_equal(mp_shm_open(&s, &(mp_shm_opts){.name = shm_name}), 0);
@@ -924,7 +793,7 @@ test_interop_python_creates_and_c_attaches_reads_and_writes_back(void **state)
         mp_shlist_close(l);
 
         assert_int_equal(write(p.in, "done\n", 5), 5);
-        peer_finish(&p, py[k]);
+        th_py_finish(&p);
         assert_false(name_exists(shm_name)); /* Python unlinked both */
         assert_false(name_exists(list_name));
     }
