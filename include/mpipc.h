@@ -217,7 +217,8 @@ typedef struct mp_shm_opts {
 /* mp_shm_open - create or attach a named segment and map it whole (Python's
  * SharedMemory(name, create, size)). Never blocks.
  * Returns 0; -EINVAL (NULL out or opts, attach without a name, size 0 on create, a bad name,
- * sweep without create or with a given name, owner with create); -ENAMETOOLONG; -ENOENT (attach:
+ * sweep without create or with a given name, owner with create, attach to an empty segment);
+ * -ENAMETOOLONG; -ENOENT (attach:
  * no such name); -EEXIST (create: the name is taken); -ENOSPC (create: /dev/shm is full);
  * -EACCES, -EMFILE, -ENOMEM. On any error nothing is left behind and nothing was changed. */
 MP_API int mp_shm_open(mp_shm **out, const mp_shm_opts *opts);
@@ -244,8 +245,9 @@ MP_API void mp_shm_close(mp_shm *s);
 
 /* mp_shm_sweep - remove the names of segments created with `sweep` whose creating process has
  * died (it checks the pid and the process start time, so a reused pid is still seen as dead;
- * segments made in another pid namespace are skipped). Processes that have such a segment
- * mapped keep their mapping. Returns how many names it removed, or -errno if /dev/shm or /proc
+ * segments made in another pid namespace are skipped, and a creator that has died but is not
+ * reaped yet still counts as alive). Processes that have such a segment mapped keep their
+ * mapping. Returns how many names it removed, or -errno if /dev/shm or /proc
  * cannot be read. */
 MP_API int mp_shm_sweep(void);
 

@@ -146,23 +146,37 @@ resolve(const mp_shlist *l, ptrdiff_t index, size_t *i)
     return 0;
 }
 
-/* read_format - item i's format without its NUL padding (Python's rstrip(b'\0')); len in *len.
- * For a "<width>s" format *width is set, else 0. -EPROTO for anything Python cannot write. */
+enum fmt_kind { FMT_K_INT, FMT_K_FLOAT, FMT_K_BOOL, FMT_K_NONE, FMT_K_STR };
+
+/* read_format - item i's format without its NUL padding (Python's rstrip(b'\0')) in fmt, its
+ * length in *len, its kind in *kind and, for "<width>s", the width in *width. -EPROTO for
+ * anything Python cannot have written. */
 static int
-read_format(const mp_shlist *l, size_t i, char fmt[9], size_t *len, size_t *width)
+read_format(const mp_shlist *l, size_t i, char fmt[9], size_t *len, enum fmt_kind *kind,
+            size_t *width)
 {
     memcpy(fmt, l->base + l->fmts + 8 * i, 8);
     fmt[8] = '\0';
-    size_t n = 8;
-    while (n > 0 && fmt[n - 1] == '\0')
-        n--;
+    size_t n = strlen(fmt);
     *len = n;
     *width = 0;
-    if (n == 0 || memchr(fmt, '\0', n) != NULL)
-        return -EPROTO;
-    if (strcmp(fmt, FMT_INT) == 0 || strcmp(fmt, FMT_FLOAT) == 0 || strcmp(fmt, FMT_BOOL) == 0 ||
-        strcmp(fmt, FMT_NONE) == 0)
+    /* The fixed formats compare as one 8-byte word each (the literals are NUL padded). */
+    if (memcmp(fmt, FMT_INT "\0\0\0\0\0\0", 8) == 0)
+        *kind = FMT_K_INT;
+    else if (memcmp(fmt, FMT_FLOAT "\0\0\0\0\0\0", 8) == 0)
+        *kind = FMT_K_FLOAT;
+    else if (memcmp(fmt, FMT_BOOL, 8) == 0)
+        *kind = FMT_K_BOOL;
+    else if (memcmp(fmt, FMT_NONE, 8) == 0)
+        *kind = FMT_K_NONE;
+    else
+        *kind = FMT_K_STR;
+    if (*kind != FMT_K_STR)
         return 0;
+    /* "<digits>s", then only NUL padding (a NUL inside is not Python's rstrip result). */
+    for (size_t k = n; k < 8; k++)
+        if (fmt[k] != '\0')
+            return -EPROTO;
     size_t w = 0;
     for (size_t k = 0; k + 1 < n; k++) {
         if (fmt[k] < '0' || fmt[k] > '9')
@@ -175,13 +189,15 @@ read_format(const mp_shlist *l, size_t i, char fmt[9], size_t *len, size_t *widt
     return 0;
 }
 
-/* view - item i as stored; a str/bytes value points into the mapping, trailing NULs dropped. */
+/* view - item i as stored; a str/bytes value points into the mapping, trailing NULs dropped.
+ * The type code decides, as in Python, and must agree with the format. */
 static int
 view(const mp_shlist *l, size_t i, mp_shlist_item *it)
 {
     char fmt[9];
     size_t flen, width;
-    int r = read_format(l, i, fmt, &flen, &width);
+    enum fmt_kind kind;
+    int r = read_format(l, i, fmt, &flen, &kind, &width);
     if (r != 0)
         return r;
     signed char code = (signed char)l->base[l->codes + i];
@@ -189,25 +205,19 @@ view(const mp_shlist *l, size_t i, mp_shlist_item *it)
     memset(it, 0, sizeof *it);
     if (code == CODE_NONE) {
         it->type = MP_SHLIST_NONE;
-    } else if ((code == CODE_STR || code == CODE_BYTES) && fmt[flen - 1] == 's' && width > 0) {
+    } else if ((code == CODE_STR || code == CODE_BYTES) && kind == FMT_K_STR) {
         while (width > 0 && slot[width - 1] == '\0')
             width--;
         it->type = code == CODE_STR ? MP_SHLIST_STR : MP_SHLIST_BYTES;
         it->v.s.ptr = slot;
         it->v.s.len = width;
-    } else if (code == CODE_STR || code == CODE_BYTES) {
-        /* "0s" reads as empty; any other format with a str code is not Python's. */
-        if (strcmp(fmt, "0s") != 0)
-            return -EPROTO;
-        it->type = code == CODE_STR ? MP_SHLIST_STR : MP_SHLIST_BYTES;
-        it->v.s.ptr = slot;
-    } else if (code == CODE_PLAIN && strcmp(fmt, FMT_INT) == 0) {
+    } else if (code == CODE_PLAIN && kind == FMT_K_INT) {
         it->type = MP_SHLIST_INT;
         memcpy(&it->v.i, slot, 8);
-    } else if (code == CODE_PLAIN && strcmp(fmt, FMT_FLOAT) == 0) {
+    } else if (code == CODE_PLAIN && kind == FMT_K_FLOAT) {
         it->type = MP_SHLIST_FLOAT;
         memcpy(&it->v.f, slot, 8);
-    } else if (code == CODE_PLAIN && strcmp(fmt, FMT_BOOL) == 0) {
+    } else if (code == CODE_PLAIN && kind == FMT_K_BOOL) {
         it->type = MP_SHLIST_BOOL;
         it->v.b = slot[7] != 0;
     } else {
@@ -521,7 +531,8 @@ mp_shlist_format(const mp_shlist *l, char *buf, size_t cap)
     for (size_t i = 0; i < l->n; i++) {
         char fmt[9];
         size_t flen, width;
-        int r = read_format(l, i, fmt, &flen, &width);
+        enum fmt_kind kind;
+        int r = read_format(l, i, fmt, &flen, &kind, &width);
         if (r != 0)
             return r;
         if (len + flen >= cap)
