@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,6 +237,37 @@ test_shm_open_unwinds_every_failed_allocation(void **state)
     mp_shlist_close(l);
     assert_int_equal(mp_shm_unlink(s), 0);
     mp_shm_close(s);
+}
+
+static void *
+thread_creates_and_unlinks(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 200; i++) {
+        mp_shm *s;
+        if (mp_shm_open(&s, &(mp_shm_opts){.create = true, .size = 64, .sweep = i % 2}) != 0)
+            return (void *)1;
+        ((char *)mp_shm_buf(s))[63] = 1;
+        int r = mp_shm_unlink(s);
+        mp_shm_close(s);
+        if (r != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void
+test_shm_threads_create_and_unlink_concurrently(void **state)
+{
+    (void)state;
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, thread_creates_and_unlinks, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        assert_int_equal(pthread_join(t[i], &r), 0);
+        assert_null(r);
+    }
 }
 
 /* ---- sweep ----------------------------------------------------------------------------------- */
@@ -803,6 +835,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        /* First, so that its threads race to fill the per-process identity cache. */
+        cmocka_unit_test(test_shm_threads_create_and_unlink_concurrently),
         cmocka_unit_test(test_shm_created_with_a_generated_name_is_shared_with_an_attaching_child),
         cmocka_unit_test(test_shm_names_follow_python_and_taken_names_are_refused_intact),
         cmocka_unit_test(test_shm_open_rejects_bad_arguments_and_leaves_nothing),
