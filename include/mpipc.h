@@ -171,6 +171,174 @@ MP_API pid_t mp_parent_pid(void);
  * process_cpu_count), at least 1, or -ENOSYS if it cannot be found. */
 MP_API int mp_cpu_count(void);
 
+/* ============================================================================================
+ * Shared memory (Python's multiprocessing.shared_memory: SharedMemory and ShareableList)
+ *
+ * A named POSIX shared memory segment under /dev/shm. Names are Python's: the string that
+ * mp_shm_name() returns is what Python's SharedMemory(name) takes and what its .name reports
+ * (no leading '/'), and the other way round, so either language may create and the other attach.
+ *
+ * Ownership (what Python leaves to its resource tracker, made explicit): only the process that
+ * created a name unlinks it, or a handle attached with `owner`. Attaching never registers
+ * anything and the library never prints, so there are no "leaked shared_memory" warnings and a
+ * segment is never unlinked behind a process that still uses it. A creator that dies without
+ * unlinking leaves its segment behind, as in Python; segments created with `sweep` are then
+ * removed by the next mp_shm_sweep() in any process.
+ *
+ * Crossing fork(): the child inherits the handle, its mapping and its fd; it may read and write
+ * the memory and must close its copy with mp_shm_close(). mp_shm_unlink() from the child gives
+ * -EPERM: only the process that opened the handle may unlink through it.
+ * Thread safety: a handle may be used from several threads. The memory itself is not
+ * synchronised, as in Python: guard it with a lock where writers race.
+ * ============================================================================================ */
+
+typedef struct mp_shm mp_shm;
+
+/* The longest name (without the leading '/'): the file name limit of /dev/shm. */
+#define MP_SHM_NAME_MAX 255
+
+typedef struct mp_shm_opts {
+    /* Python's name: any bytes but '/' (one leading '/' is accepted and dropped), not empty,
+     * not "." or "..", at most MP_SHM_NAME_MAX bytes (-ENAMETOOLONG). NULL with create
+     * generates a unique name "mpsm_<k|s>_<pid>_<start>_<pidns>_<random>" (k: kept, s: swept),
+     * retrying on a collision as Python does. */
+    const char *name;
+    /* Create a new segment (O_EXCL, mode 0600) instead of attaching to an existing one. */
+    bool create;
+    /* create: the size in bytes, > 0; the pages are reserved up front (posix_fallocate), so a
+     * full /dev/shm fails here with -ENOSPC instead of SIGBUS later. attach: ignored, as in
+     * Python; the real size is the segment's (mp_shm_size). */
+    size_t size;
+    /* create with a generated name only: mp_shm_sweep() may remove the name once the creating
+     * process has died. */
+    bool sweep;
+    /* attach only: this process may unlink the name through this handle, as a creator may. */
+    bool owner;
+} mp_shm_opts;
+
+/* mp_shm_open - create or attach a named segment and map it whole (Python's
+ * SharedMemory(name, create, size)). Never blocks.
+ * Returns 0; -EINVAL (NULL out or opts, attach without a name, size 0 on create, a bad name,
+ * sweep without create or with a given name, owner with create, attach to an empty segment);
+ * -ENAMETOOLONG; -ENOENT (attach:
+ * no such name); -EEXIST (create: the name is taken); -ENOSPC (create: /dev/shm is full);
+ * -EACCES, -EMFILE, -ENOMEM. On any error nothing is left behind and nothing was changed. */
+MP_API int mp_shm_open(mp_shm **out, const mp_shm_opts *opts);
+
+/* mp_shm_buf / mp_shm_size - the mapping (read/write, page aligned) and its size in bytes: what
+ * was asked at create, the segment's full size when attached. NULL / 0 for a NULL handle. */
+MP_API void *mp_shm_buf(const mp_shm *s);
+MP_API size_t mp_shm_size(const mp_shm *s);
+
+/* mp_shm_name - the name as Python reports it, without the leading '/'. Valid until close;
+ * "" for a NULL handle. */
+MP_API const char *mp_shm_name(const mp_shm *s);
+
+/* mp_shm_unlink - remove the name, so that no one can attach any more (Python's unlink()).
+ * Mappings stay valid until each process closes them. Only the process that opened the handle
+ * with `create` or `owner` may unlink (not its forked children): -EPERM otherwise. Returns 0;
+ * -ENOENT when the name is already gone (a second unlink, or a sweep) or now names another
+ * segment, which is then left alone; -EINVAL for NULL. */
+MP_API int mp_shm_unlink(mp_shm *s);
+
+/* mp_shm_close - unmap, close the fd and free the handle (Python's close()); the name stays
+ * unless unlinked. Accepts NULL. The pointer and mp_shm_buf() are dead afterwards. */
+MP_API void mp_shm_close(mp_shm *s);
+
+/* mp_shm_sweep - remove the names of segments created with `sweep` whose creating process has
+ * died (it checks the pid and the process start time, so a reused pid is still seen as dead;
+ * segments made in another pid namespace are skipped, and a creator that has died but is not
+ * reaped yet still counts as alive). Processes that have such a segment mapped keep their
+ * mapping. Returns how many names it removed, or -errno if /dev/shm or /proc
+ * cannot be read. */
+MP_API int mp_shm_sweep(void);
+
+/* ---- ShareableList ------------------------------------------------------------------------
+ * A fixed-length list of int64, double, bool, str, bytes and None items in one segment, in
+ * Python's exact layout (native byte order): an int64 count N, N+1 int64 slot offsets, the
+ * slots (8 bytes for int/float/bool/None, 8*(len/8+1) bytes for a str or bytes item), N 8-byte
+ * struct format strings and N one-byte type codes. A list made here opens with Python's
+ * ShareableList(name=...) and the other way round; mp_shlist_shm() gives the segment for its
+ * name and for unlink. Python's quirks are kept for compatibility: a str/bytes item reads back
+ * without its trailing NUL bytes, an item's type may change on assignment but never its slot
+ * size. As in Python, items are not synchronised between writers. Crossing fork() and thread
+ * safety are as for mp_shm. */
+
+typedef struct mp_shlist mp_shlist;
+
+typedef enum mp_shlist_type {
+    MP_SHLIST_NONE = 0, /* Python's None */
+    MP_SHLIST_INT,      /* int64_t v.i */
+    MP_SHLIST_FLOAT,    /* double v.f */
+    MP_SHLIST_BOOL,     /* bool v.b */
+    MP_SHLIST_STR,      /* UTF-8 text v.s.ptr/v.s.len (not NUL-terminated on input) */
+    MP_SHLIST_BYTES,    /* bytes v.s.ptr/v.s.len */
+} mp_shlist_type;
+
+/* One item. Initialise with designated initialisers: {.type = MP_SHLIST_INT, .v.i = 42}. */
+typedef struct mp_shlist_item {
+    mp_shlist_type type;
+    union {
+        int64_t i;
+        double f;
+        bool b;
+        struct {
+            const void *ptr;
+            size_t len;
+        } s;
+    } v;
+} mp_shlist_item;
+
+/* mp_shlist_open - create a list holding a copy of items[0..n) (Python's
+ * ShareableList(sequence, name=...)), or with opts->create false attach to an existing one by
+ * name (ShareableList(name=...); items must be NULL and n 0). opts is as for mp_shm_open except
+ * that size must be 0 (it follows from the items). Never blocks.
+ * Returns 0, or mp_shm_open's errors and: -EINVAL (items with attach, NULL items with n > 0, a
+ * str that is not valid UTF-8), MP_ETYPE (an unknown item type), -E2BIG (a str/bytes item
+ * longer than Python's 8-character format allows, 9999991 bytes), -EPROTO (attach: the segment
+ * does not hold a valid list). On error nothing is left behind. */
+MP_API int mp_shlist_open(mp_shlist **out, const mp_shm_opts *opts, const mp_shlist_item *items,
+                          size_t n);
+
+/* mp_shlist_len - the number of items (Python's len()); 0 for NULL. */
+MP_API size_t mp_shlist_len(const mp_shlist *l);
+
+/* mp_shlist_get - read item `index` into *out; negative indexes count from the end, as in
+ * Python. A str or bytes value is copied into buf with a NUL appended (so cap must be at least
+ * len + 1) and out->v.s.ptr points at buf. Returns 0; -ERANGE (bad index); -EMSGSIZE when cap is
+ * too small, with out->type and out->v.s.len set to the value's type and length; -EPROTO when
+ * the slot holds something Python cannot have written; -EINVAL for NULL l or out. */
+MP_API int mp_shlist_get(const mp_shlist *l, ptrdiff_t index, mp_shlist_item *out, void *buf,
+                         size_t cap);
+
+/* mp_shlist_set - store *item at `index` (Python's l[index] = v). The type may change; the slot
+ * size never does. Returns 0; -ERANGE (bad index); -ENOSPC when a str/bytes value is longer
+ * than the slot (Python's "exceeds available storage"), the old value kept; MP_ETYPE (unknown
+ * type); -EINVAL (NULL arguments, a str that is not valid UTF-8). */
+MP_API int mp_shlist_set(mp_shlist *l, ptrdiff_t index, const mp_shlist_item *item);
+
+/* mp_shlist_count / mp_shlist_index - how many items equal *value, and the first index of one
+ * (Python's count() and index()), with Python's ==: int, float and bool compare as numbers
+ * (1 == 1.0 == True), str and bytes by content, None only with None, NaN with nothing.
+ * mp_shlist_index returns -ENOENT when there is none (Python's ValueError). Both return
+ * MP_ETYPE for an unknown type, -EINVAL for NULL or a str that is not valid UTF-8, -EPROTO for
+ * a corrupted slot. */
+MP_API ssize_t mp_shlist_count(const mp_shlist *l, const mp_shlist_item *value);
+MP_API ssize_t mp_shlist_index(const mp_shlist *l, const mp_shlist_item *value);
+
+/* mp_shlist_format - Python's .format, the struct format of all items, e.g. "8s8sqdxxxxxx?x",
+ * copied NUL-terminated into buf. It is never longer than 8 * mp_shlist_len(). Returns its
+ * length; -EMSGSIZE if cap is too small; -EPROTO for a corrupted format; -EINVAL for NULL. */
+MP_API ssize_t mp_shlist_format(const mp_shlist *l, char *buf, size_t cap);
+
+/* mp_shlist_shm - the segment behind the list (Python's .shm), for its name and for
+ * mp_shm_unlink(). Owned by the list: do not close it. NULL for NULL. */
+MP_API mp_shm *mp_shlist_shm(const mp_shlist *l);
+
+/* mp_shlist_close - close the list and its segment in this process and free the handle.
+ * Accepts NULL. Does not unlink. */
+MP_API void mp_shlist_close(mp_shlist *l);
+
 #ifdef __cplusplus
 }
 #endif
