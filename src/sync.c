@@ -412,6 +412,7 @@ cond_wait(mp_condition *c, const mp__deadline *dl, bool nowait)
         pthread_mutex_unlock(&ls->m);
         mp__fault("sync.cond.wait");
         int r = mp__futex_wait(&cs->seq, seq, dl);
+        mp__fault("sync.cond.woken");
         /* The lock is re-taken without a deadline, as Python does, even after a timeout. */
         int lr = pthread_mutex_lock(&ls->m);
         if (lr == EOWNERDEAD) {
