@@ -92,7 +92,8 @@ typedef struct lock_shm {
     mp__sync_hdr hdr;
     pthread_mutex_t m;
     /* Recursion depth; written only by the owner, read by anyone (a stale value only sends a
-     * release down the owner check). */
+     * release down the owner check). It is 1 whenever the mutex is free, so that a fresh
+     * acquisition, the hot path, need not write it. */
     _Atomic uint32_t depth;
 } lock_shm;
 
@@ -123,7 +124,7 @@ mp__lock_init_at(void *mem, bool recursive)
     int r = mp__mutex_init(&s->m);
     if (r != 0)
         return r;
-    atomic_store_explicit(&s->depth, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->depth, 1, memory_order_relaxed);
     mp__sync_hdr_init(&s->hdr, recursive ? MP__KIND_RLOCK : MP__KIND_LOCK);
     return 0;
 }
@@ -201,7 +202,6 @@ lock_took(mp_lock *l, int r)
     lock_shm *s = l->s;
     switch (r) {
     case 0:
-        atomic_store_explicit(&s->depth, 1, memory_order_relaxed);
         mp__fault("sync.lock.held");
         return 0;
     case EOWNERDEAD:
@@ -245,8 +245,18 @@ mp_lock_acquire(mp_lock *l, int timeout_ms)
 {
     if (MP__UNLIKELY(l == NULL))
         return -EINVAL;
-    if (MP__UNLIKELY(mp__sync_stale(&l->s->hdr, l->gen)))
+    lock_shm *s = l->s;
+    if (MP__UNLIKELY(mp__sync_stale(&s->hdr, l->gen)))
         return -EBADF;
+    /* The common case inline: an uncontended or briefly contended lock without a deadline. */
+    if (MP__LIKELY(timeout_ms == MP_FOREVER)) {
+        int r = pthread_mutex_lock(&s->m);
+        if (MP__LIKELY(r == 0)) {
+            mp__fault("sync.lock.held");
+            return 0;
+        }
+        return lock_took(l, r);
+    }
     return lock_acquire(l, timeout_ms);
 }
 
@@ -408,7 +418,9 @@ cond_wait(mp_condition *c, const mp__deadline *dl, bool nowait)
     int res;
     for (;;) {
         uint32_t seq = atomic_load(&cs->seq);
-        /* One unlock drops every level: recursion lives in `depth`, not in the mutex. */
+        /* One unlock drops every level: recursion lives in `depth`, not in the mutex, and
+         * depth is 1 while the mutex is free. */
+        atomic_store_explicit(&ls->depth, 1, memory_order_relaxed);
         pthread_mutex_unlock(&ls->m);
         mp__fault("sync.cond.wait");
         int r = mp__futex_wait(&cs->seq, seq, dl);
