@@ -90,11 +90,14 @@ my_tid(void)
 
 typedef struct lock_shm {
     mp__sync_hdr hdr;
-    pthread_mutex_t m;
     /* Recursion depth; written only by the owner, read by anyone (a stale value only sends a
      * release down the owner check). It is 1 whenever the mutex is free, so that a fresh
      * acquisition, the hot path, need not write it. */
     _Atomic uint32_t depth;
+    /* The header and depth, read by every call, sit on a cache line of their own: on the
+     * mutex's line, which bounces between contending CPUs, each read would be one more miss. */
+    char pad[64 - sizeof(mp__sync_hdr) - sizeof(uint32_t)];
+    pthread_mutex_t m;
 } lock_shm;
 
 _Static_assert(sizeof(lock_shm) <= MP__LOCK_SIZE, "lock_shm outgrew MP__LOCK_SIZE");
@@ -196,7 +199,7 @@ mp_lock_close(mp_lock *l)
 }
 
 /* What an acquisition of the mutex returned, turned into the lock's result. */
-static int
+__attribute__((noinline)) static int
 lock_took(mp_lock *l, int r)
 {
     lock_shm *s = l->s;
@@ -260,6 +263,16 @@ mp_lock_acquire(mp_lock *l, int timeout_ms)
     return lock_acquire(l, timeout_ms);
 }
 
+/* Out of line, so that the hot path of mp_lock_release saves no registers. */
+__attribute__((noinline, cold)) static int
+release_nested(lock_shm *s, uint32_t d)
+{
+    if (!lock_held(s))
+        return -EPERM;
+    atomic_store_explicit(&s->depth, d - 1, memory_order_relaxed);
+    return 0;
+}
+
 int
 mp_lock_release(mp_lock *l)
 {
@@ -269,12 +282,8 @@ mp_lock_release(mp_lock *l)
     if (MP__UNLIKELY(mp__sync_stale(&s->hdr, l->gen)))
         return -EBADF;
     uint32_t d = atomic_load_explicit(&s->depth, memory_order_relaxed);
-    if (MP__UNLIKELY(d > 1)) {
-        if (!lock_held(s))
-            return -EPERM;
-        atomic_store_explicit(&s->depth, d - 1, memory_order_relaxed);
-        return 0;
-    }
+    if (MP__UNLIKELY(d > 1))
+        return release_nested(s, d);
     /* The error-checking mutex refuses (EPERM) an unlock by a thread that does not own it. */
     return -pthread_mutex_unlock(&s->m);
 }

@@ -14,10 +14,10 @@
 
 #include "internal.h"
 
-#define MP__LOCK_SIZE 64
+#define MP__LOCK_SIZE 128
 #define MP__SEMAPHORE_SIZE 64
 #define MP__EVENT_SIZE 64
-#define MP__CONDITION_SIZE 128
+#define MP__CONDITION_SIZE 256
 #define MP__BARRIER_SIZE 128
 
 /* Each returns 0 or -EINVAL (NULL or misaligned mem, bad value); a wrap of memory that does not
