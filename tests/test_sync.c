@@ -1060,6 +1060,67 @@ test_barrier_killed_while_running_the_action_breaks_at_the_timeout(void **state)
     shared_free();
 }
 
+/* ---- signals ------------------------------------------------------------------------------------ */
+
+static void
+on_usr1(int sig)
+{
+    (void)sig;
+}
+
+/* Each futex wait returns -EINTR when a handler (installed without SA_RESTART) runs; the
+ * condition wait holds its lock again when it does. */
+static int
+eintr_child(void *arg)
+{
+    (void)arg;
+    struct sigaction sa = {.sa_handler = on_usr1};
+    sigemptyset(&sa.sa_mask);
+    CHILD_CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
+    atomic_fetch_add(&S->woken, 1);
+    CHILD_CHECK(mp_event_wait(S->ev, MP_FOREVER) == -EINTR);
+    atomic_fetch_add(&S->woken, 1);
+    CHILD_CHECK(mp_semaphore_acquire(S->sem, 20000) == -EINTR);
+    atomic_fetch_add(&S->woken, 1);
+    CHILD_CHECK(mp_condition_acquire(S->cond, 10000) == 0);
+    CHILD_CHECK(mp_condition_wait(S->cond, MP_FOREVER) == -EINTR);
+    CHILD_CHECK(mp_condition_release(S->cond) == 0);
+    CHILD_CHECK(mp_condition_release(S->cond) == -EPERM);
+    return 0;
+}
+
+static void
+test_waits_return_eintr_when_a_signal_handler_runs(void **state)
+{
+    (void)state;
+    SKIP_UNDER_TSAN();
+    shared_new(1);
+    assert_int_equal(mp_event_open(&S->ev), 0);
+    assert_int_equal(mp_semaphore_open(&S->sem, 0, NULL), 0);
+    assert_int_equal(mp_condition_open(&S->cond, NULL), 0);
+    pid_t c = th_fork(eintr_child, NULL);
+    assert_true(c > 0);
+    /* Keep signalling until the child is done: a signal that lands before a wait starts is
+     * simply followed by the next one. */
+    int st = -1;
+    int64_t end = th_now_ms() + 20000;
+    while (th_now_ms() < end) {
+        if (atomic_load(&S->woken) > 0)
+            kill(c, SIGUSR1);
+        if (waitpid(c, &st, WNOHANG) == c)
+            break;
+        usleep(5000);
+    }
+    if (!WIFEXITED(st))
+        st = th_wait(c, 1000);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    mp_event_close(S->ev);
+    mp_semaphore_close(S->sem);
+    mp_condition_close(S->cond);
+    shared_free();
+}
+
 /* ---- threads of one process (what ThreadSanitizer can check) ------------------------------------ */
 
 #define THREADS 4
@@ -1173,6 +1234,7 @@ main(void)
         cmocka_unit_test(test_barrier_failing_action_breaks_it),
         cmocka_unit_test(test_barrier_party_killed_while_waiting_still_counts),
         cmocka_unit_test(test_barrier_killed_while_running_the_action_breaks_at_the_timeout),
+        cmocka_unit_test(test_waits_return_eintr_when_a_signal_handler_runs),
         cmocka_unit_test(test_every_primitive_works_between_threads_of_one_process),
     };
     return th_run_tests(tests);
