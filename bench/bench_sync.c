@@ -10,8 +10,8 @@
 
 #include <mpipc.h>
 #include <sched.h>
-#include <stdio.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -73,8 +73,8 @@ run_uncontended(void *ctx, uint64_t ops, bench_sample *out)
 static int
 run_contended(void *ctx, uint64_t ops, bench_sample *out)
 {
-    _Atomic uint32_t *gate = mmap(NULL, sizeof *gate, PROT_READ | PROT_WRITE,
-                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    _Atomic uint32_t *gate =
+        mmap(NULL, sizeof *gate, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (gate == MAP_FAILED)
         return 1;
     atomic_store(gate, 0);
@@ -124,8 +124,8 @@ bench_suite_sync(const bench_config *cfg)
 {
     bench_header("sync", "acquire+release pairs/s: mp_lock vs a bare robust pshared pthread mutex "
                          "(target: within 1.2x, ratio >= 0.83)");
-    pthread_mutex_t *m = mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                              -1, 0);
+    pthread_mutex_t *m =
+        mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     mp_lock *lock = NULL, *rlock = NULL;
     if (m == MAP_FAILED || mp__mutex_init(m) != 0 || mp_lock_open(&lock, NULL) != 0 ||
         mp_rlock_open(&rlock) != 0) {

@@ -24,7 +24,7 @@
 #include <linux/futex.h>
 #include <unistd.h>
 
-/* ---- shared by every sync object ----------------------------------------------------------- */
+/* ---- shared by every sync object ------------------------------------------------------------- */
 
 uint32_t
 mp__sync_hdr_init(mp__sync_hdr *h, uint32_t kind)
@@ -86,7 +86,7 @@ my_tid(void)
     return tid_cache;
 }
 
-/* ---- Lock and RLock ---------------------------------------------------------------------------- */
+/* ---- Lock and RLock -------------------------------------------------------------------------- */
 
 typedef struct lock_shm {
     mp__sync_hdr hdr;
@@ -288,7 +288,7 @@ mp_lock_release(mp_lock *l)
     return -pthread_mutex_unlock(&s->m);
 }
 
-/* ---- Condition ---------------------------------------------------------------------------------- */
+/* ---- Condition ------------------------------------------------------------------------------- */
 
 typedef struct cond_shm {
     mp__sync_hdr hdr;

@@ -34,7 +34,7 @@ int mp__barrier_init_at(void *mem, unsigned parties);
 /* opts: the handle's action and default timeout, as mp_barrier_open's; may be NULL. */
 int mp__barrier_wrap(mp_barrier **out, void *mem, const mp_barrier_opts *opts);
 
-/* ---- shared by sync.c and sync_wait.c ------------------------------------------------------ */
+/* ---- shared by sync.c and sync_wait.c -------------------------------------------------------- */
 
 /* Every shared sync object starts with this header. `gen` is odd while the object is alive and
  * is bumped when its creator frees it, so that a stale handle in another process sees -EBADF

@@ -19,17 +19,17 @@
 #include <limits.h>
 
 /* Handles of these three types look alike: the block, its generation, who frees it. */
-#define HANDLE_FIELDS(shm_type)                                                                   \
-    shm_type *s;                                                                                  \
-    uint32_t gen;                                                                                 \
+#define HANDLE_FIELDS(shm_type)                                                                    \
+    shm_type *s;                                                                                   \
+    uint32_t gen;                                                                                  \
     bool owned
 
-#define CHECK_HANDLE(h)                                                                           \
-    do {                                                                                          \
-        if (MP__UNLIKELY((h) == NULL))                                                            \
-            return -EINVAL;                                                                       \
-        if (MP__UNLIKELY(mp__sync_stale(&(h)->s->hdr, (h)->gen)))                                 \
-            return -EBADF;                                                                        \
+#define CHECK_HANDLE(h)                                                                            \
+    do {                                                                                           \
+        if (MP__UNLIKELY((h) == NULL))                                                             \
+            return -EINVAL;                                                                        \
+        if (MP__UNLIKELY(mp__sync_stale(&(h)->s->hdr, (h)->gen)))                                  \
+            return -EBADF;                                                                         \
     } while (0)
 
 static bool
@@ -206,7 +206,7 @@ mp_semaphore_get_value(const mp_semaphore *h)
     return (int)atomic_load(&h->s->value);
 }
 
-/* ---- Event ------------------------------------------------------------------------------------- */
+/* ---- Event ----------------------------------------------------------------------------------- */
 
 typedef struct event_shm {
     mp__sync_hdr hdr;
@@ -350,7 +350,7 @@ mp_event_wait(mp_event *h, int timeout_ms)
     return r;
 }
 
-/* ---- Barrier ----------------------------------------------------------------------------------- */
+/* ---- Barrier --------------------------------------------------------------------------------- */
 
 typedef struct barrier_shm {
     mp__sync_hdr hdr;

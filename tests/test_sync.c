@@ -4,9 +4,9 @@
  * points, 100k objects, and a 4-process counter stress test.
  */
 #define _GNU_SOURCE
+#include "arena.h"
 #include "helpers.h"
 #include "internal.h"
-#include "arena.h"
 #include "sync.h"
 
 #include <pthread.h>
@@ -25,8 +25,8 @@ typedef struct shared {
     mp_event *ev;
     mp_barrier *bar;
     long counter;
-    int ready;   /* guarded by the lock / condition */
-    int flag;    /* guarded by the lock / condition */
+    int ready; /* guarded by the lock / condition */
+    int flag;  /* guarded by the lock / condition */
     _Atomic int woken;
     _Atomic int action_runs;
     int result[4];
@@ -47,10 +47,10 @@ static shared *S;
 #ifndef UNDER_TSAN
 #define UNDER_TSAN 0
 #endif
-#define SKIP_UNDER_TSAN()                                                                         \
-    do {                                                                                          \
-        if (UNDER_TSAN)                                                                           \
-            skip();                                                                               \
+#define SKIP_UNDER_TSAN()                                                                          \
+    do {                                                                                           \
+        if (UNDER_TSAN)                                                                            \
+            skip();                                                                                \
     } while (0)
 
 static void
@@ -110,7 +110,7 @@ await_ready_locked(int n)
     }
 }
 
-/* ---- Lock --------------------------------------------------------------------------------- */
+/* ---- Lock ------------------------------------------------------------------------------------ */
 
 static int
 hold_lock_child(void *arg)
@@ -419,7 +419,7 @@ test_arena_fails_cleanly_and_only_frees_its_own_blocks(void **state)
     assert_false(mp__arena_owns(big));
 }
 
-/* ---- in place ---------------------------------------------------------------------------------- */
+/* ---- in place -------------------------------------------------------------------------------- */
 
 static int
 in_place_child(void *arg)
@@ -442,8 +442,8 @@ test_objects_built_in_place_work_across_processes(void **state)
 {
     (void)state;
     SKIP_UNDER_TSAN();
-    size_t size = MP__LOCK_SIZE + MP__SEMAPHORE_SIZE + MP__CONDITION_SIZE + MP__EVENT_SIZE +
-                  MP__BARRIER_SIZE;
+    size_t size =
+        MP__LOCK_SIZE + MP__SEMAPHORE_SIZE + MP__CONDITION_SIZE + MP__EVENT_SIZE + MP__BARRIER_SIZE;
     char *region = th_shared(size);
     assert_non_null(region);
     mp_lock *l;
@@ -802,7 +802,7 @@ test_condition_waiter_killed_while_waiting_leaves_it_usable(void **state)
     check_condition_survives_killed_waiter("sync.cond.woken");
 }
 
-/* ---- Event ------------------------------------------------------------------------------------- */
+/* ---- Event ----------------------------------------------------------------------------------- */
 
 static int
 event_waiter_child(void *arg)
@@ -859,7 +859,7 @@ test_event_set_wakes_waiters_and_wait_times_out(void **state)
     shared_free();
 }
 
-/* ---- Barrier ----------------------------------------------------------------------------------- */
+/* ---- Barrier --------------------------------------------------------------------------------- */
 
 static int
 count_action(void *arg)
@@ -889,8 +889,7 @@ test_barrier_releases_all_with_distinct_indices_after_the_action(void **state)
     mp_barrier *b;
     assert_int_equal(mp_barrier_open(&b, 0, NULL), -EINVAL);
     assert_int_equal(mp_barrier_open(&b, 2, &(mp_barrier_opts){.timeout_ms = -1}), -EINVAL);
-    assert_int_equal(
-        mp_barrier_open(&S->bar, 3, &(mp_barrier_opts){.action = count_action}), 0);
+    assert_int_equal(mp_barrier_open(&S->bar, 3, &(mp_barrier_opts){.action = count_action}), 0);
     assert_int_equal(mp_barrier_parties(S->bar), 3);
     assert_int_equal(mp_barrier_n_waiting(S->bar), 0);
     assert_int_equal(mp_barrier_broken(S->bar), 0);
@@ -1060,7 +1059,7 @@ test_barrier_killed_while_running_the_action_breaks_at_the_timeout(void **state)
     shared_free();
 }
 
-/* ---- signals ------------------------------------------------------------------------------------ */
+/* ---- signals --------------------------------------------------------------------------------- */
 
 static void
 on_usr1(int sig)
@@ -1121,7 +1120,7 @@ test_waits_return_eintr_when_a_signal_handler_runs(void **state)
     shared_free();
 }
 
-/* ---- threads of one process (what ThreadSanitizer can check) ------------------------------------ */
+/* ---- threads of one process (what ThreadSanitizer can check) --------------------------------- */
 
 #define THREADS 4
 #define THREAD_ITERS 20000
