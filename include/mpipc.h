@@ -315,8 +315,9 @@ MP_API int mp_event_is_set(const mp_event *ev);
  * -EINVAL, -EBADF. */
 MP_API int mp_event_wait(mp_event *ev, int timeout_ms);
 
-/* A barrier action: run by the last party to arrive, before any party is released. Nonzero
- * breaks the barrier (Python: the action raised). */
+/* A barrier action: run by the last party to arrive, before any party is released, while the
+ * barrier's internal lock is held (so it must not call the barrier's own functions: they would
+ * return -EDEADLK). Nonzero breaks the barrier (Python: the action raised). */
 typedef int (*mp_barrier_action)(void *arg);
 
 typedef struct mp_barrier_opts {
@@ -347,15 +348,15 @@ MP_API void mp_barrier_close(mp_barrier *bar);
 MP_API int mp_barrier_wait(mp_barrier *bar, int timeout_ms);
 
 /* mp_barrier_reset - break the current round for its waiters (MP_EBROKEN) and make the barrier
- * usable again. Returns 0, -EBADF. */
+ * usable again. Returns 0, -EBADF, -EDEADLK (called from the action). */
 MP_API int mp_barrier_reset(mp_barrier *bar);
 
-/* mp_barrier_abort - break the barrier until the next reset. Returns 0, -EBADF. */
+/* mp_barrier_abort - break the barrier until the next reset. Returns 0, -EBADF, -EDEADLK. */
 MP_API int mp_barrier_abort(mp_barrier *bar);
 
 /* mp_barrier_parties / mp_barrier_n_waiting / mp_barrier_broken - the number of parties, the
  * number that have arrived in the current round (a dead party that arrived counts), 1 if
- * broken or 0; -EBADF/-EINVAL. None blocks for long. */
+ * broken or 0; -EBADF/-EINVAL (n_waiting: -EDEADLK from the action). None blocks for long. */
 MP_API int mp_barrier_parties(const mp_barrier *bar);
 MP_API int mp_barrier_n_waiting(mp_barrier *bar);
 MP_API int mp_barrier_broken(const mp_barrier *bar);

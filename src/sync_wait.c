@@ -548,7 +548,8 @@ mp_barrier_wait(mp_barrier *h, int timeout_ms)
         if (now != w)
             return bar_outcome(s, w, now, idx);
         if (r == -ETIMEDOUT || r == -EINTR || mp__deadline_passed(&dl)) {
-            /* As Python's: a wait that gives up breaks the barrier for everyone. */
+            /* As Python's: a wait that gives up breaks the barrier for everyone. The lock
+             * cannot fail here: this thread does not hold it and every death is repaired. */
             bar_lock(s, NULL);
             now = atomic_load(&s->word);
             if (now == w)
@@ -566,7 +567,9 @@ mp_barrier_reset(mp_barrier *h)
 {
     CHECK_HANDLE(h);
     barrier_shm *s = h->s;
-    bar_lock(s, NULL);
+    int r = bar_lock(s, NULL);
+    if (r != 0)
+        return r;
     uint32_t w = atomic_load(&s->word);
     bar_break(s); /* the parties waiting now get MP_EBROKEN */
     bar_next_round(s, w);
@@ -578,7 +581,9 @@ int
 mp_barrier_abort(mp_barrier *h)
 {
     CHECK_HANDLE(h);
-    bar_lock(h->s, NULL);
+    int r = bar_lock(h->s, NULL);
+    if (r != 0)
+        return r;
     bar_break(h->s);
     mp__mutex_unlock(&h->s->m);
     return 0;
@@ -596,7 +601,9 @@ mp_barrier_n_waiting(mp_barrier *h)
 {
     CHECK_HANDLE(h);
     barrier_shm *s = h->s;
-    bar_lock(s, NULL);
+    int r = bar_lock(s, NULL);
+    if (r != 0)
+        return r;
     int n = (atomic_load(&s->word) & 1) ? 0 : (int)s->count;
     mp__mutex_unlock(&s->m);
     return n;
