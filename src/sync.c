@@ -1,8 +1,8 @@
 /*
  * sync.c - Lock, RLock and Condition, plus what every sync object shares (header, freeing).
  *
- * A lock is one robust, process-shared, error-checking pthread mutex in a shared arena block:
- * the mutex is the baseline, so the lock costs what it costs. Recursion (RLock) is not the
+ * A lock is one robust, process-shared, error-checking pthread mutex in a shared arena block,
+ * so it costs little more than the bare mutex it is measured against. Recursion (RLock) is not the
  * pthread recursive type but a depth counter beside an error-checking mutex: a re-acquire by the
  * owner comes back from glibc as EDEADLK (checked against the owner TID in user space, no system
  * call) and just bumps the depth. That keeps the depth where a condition wait can read it, so the

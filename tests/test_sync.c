@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -1120,6 +1121,146 @@ test_waits_return_eintr_when_a_signal_handler_runs(void **state)
     shared_free();
 }
 
+/* ---- seeded random kills -----------------------------------------------------------------------
+ */
+
+#define RK_CONSUMERS 3
+#define RK_ITEMS 400
+
+typedef struct rk_shared {
+    int items;    /* produced and not yet consumed; guarded by the condition's lock */
+    int done;     /* guarded by the condition's lock */
+    long counter; /* guarded by the lock */
+} rk_shared;
+
+static rk_shared *RK;
+
+static bool
+rk_ready(void *arg)
+{
+    (void)arg;
+    return RK->items > 0 || RK->done;
+}
+
+/* Takes items one at a time, and between them bumps a counter under a second lock, until told
+ * to stop. Killed at random points, it may die holding either lock or inside a wait. */
+static int
+rk_consumer(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int r = mp_condition_acquire(S->cond, 20000);
+        CHILD_CHECK(r == 0 || r == MP_OWNERDEAD);
+        r = mp_condition_wait_for(S->cond, rk_ready, NULL, 20000);
+        CHILD_CHECK(r == 0 || r == MP_OWNERDEAD);
+        if (RK->items > 0)
+            RK->items--;
+        int done = RK->done && RK->items == 0;
+        CHILD_CHECK(mp_condition_release(S->cond) == 0);
+        r = mp_lock_acquire(S->lock, 20000);
+        CHILD_CHECK(r == 0 || r == MP_OWNERDEAD);
+        RK->counter++;
+        CHILD_CHECK(mp_lock_release(S->lock) == 0);
+        if (done)
+            return 0;
+    }
+}
+
+static void
+test_random_kills_never_lose_a_notification_or_a_lock(void **state)
+{
+    (void)state;
+    SKIP_UNDER_TSAN();
+    unsigned seed = (unsigned)th_now_ms();
+    printf("random kills: seed %u\n", seed);
+    srand(seed);
+    shared_new(1);
+    RK = th_shared(sizeof *RK);
+    assert_non_null(RK);
+    assert_int_equal(mp_condition_open(&S->cond, NULL), 0);
+    assert_int_equal(mp_lock_open(&S->lock, NULL), 0);
+    pid_t c[RK_CONSUMERS];
+    for (int i = 0; i < RK_CONSUMERS; i++)
+        assert_true((c[i] = th_fork(rk_consumer, NULL)) > 0);
+    int kills = 0;
+    for (int n = 0; n < RK_ITEMS; n++) {
+        int r = mp_condition_acquire(S->cond, 20000);
+        assert_true(r == 0 || r == MP_OWNERDEAD);
+        RK->items++;
+        assert_int_equal(mp_condition_notify(S->cond, 1), 0);
+        assert_int_equal(mp_condition_release(S->cond), 0);
+        if (rand() % 16 == 0) {
+            /* Let the victim run a random while, then kill it wherever it is. */
+            int v = rand() % RK_CONSUMERS;
+            for (int spin = rand() % 20000; spin > 0; spin--)
+                __asm__ volatile("" ::: "memory");
+            kill(c[v], SIGKILL);
+            assert_killed(c[v]);
+            kills++;
+            assert_true((c[v] = th_fork(rk_consumer, NULL)) > 0);
+        }
+    }
+    int r = mp_condition_acquire(S->cond, 20000);
+    assert_true(r == 0 || r == MP_OWNERDEAD);
+    RK->done = 1;
+    assert_int_equal(mp_condition_notify_all(S->cond), 0);
+    assert_int_equal(mp_condition_release(S->cond), 0);
+    /* Every survivor drains and stops: no notification was lost to a killed waiter and no lock
+     * stayed held by a dead process. */
+    for (int i = 0; i < RK_CONSUMERS; i++)
+        assert_child_ok(c[i]);
+    assert_int_equal(RK->items, 0);
+    r = mp_lock_acquire(S->lock, 1000);
+    assert_true(r == 0 || r == MP_OWNERDEAD);
+    assert_true(RK->counter >= RK_ITEMS - kills);
+    assert_int_equal(mp_lock_release(S->lock), 0);
+    printf("random kills: %d consumers killed\n", kills);
+    mp_condition_close(S->cond);
+    mp_lock_close(S->lock);
+    th_shared_free(RK, sizeof *RK);
+    shared_free();
+}
+
+/* ---- allocation failures ------------------------------------------------------------------------
+ */
+
+static void
+test_every_open_fails_cleanly_when_allocation_fails(void **state)
+{
+    (void)state;
+    for (long n = 0; n < 4; n++) {
+        mp_lock *l = NULL;
+        mp_semaphore *s = NULL;
+        mp_condition *c = NULL;
+        mp_event *e = NULL;
+        mp_barrier *b = NULL;
+        mp__alloc_fail_after(n);
+        int rl = mp_lock_open(&l, NULL);
+        mp__alloc_fail_after(n);
+        int rs = mp_semaphore_open(&s, 1, NULL);
+        mp__alloc_fail_after(n);
+        int rc = mp_condition_open(&c, NULL);
+        mp__alloc_fail_after(n);
+        int re = mp_event_open(&e);
+        mp__alloc_fail_after(n);
+        int rb = mp_barrier_open(&b, 2, NULL);
+        mp__alloc_fail_after(-1);
+        /* Either it worked, or it failed with -ENOMEM and left nothing behind. */
+        assert_true(rl == 0 ? l != NULL : (rl == -ENOMEM && l == NULL));
+        assert_true(rs == 0 ? s != NULL : (rs == -ENOMEM && s == NULL));
+        assert_true(rc == 0 ? c != NULL : (rc == -ENOMEM && c == NULL));
+        assert_true(re == 0 ? e != NULL : (re == -ENOMEM && e == NULL));
+        assert_true(rb == 0 ? b != NULL : (rb == -ENOMEM && b == NULL));
+        if (n == 0)
+            assert_int_equal(rl, -ENOMEM);
+        mp_lock_close(l);
+        mp_semaphore_close(s);
+        mp_condition_close(c);
+        mp_event_close(e);
+        mp_barrier_close(b);
+    }
+}
+
 /* ---- threads of one process (what ThreadSanitizer can check) --------------------------------- */
 
 #define THREADS 4
@@ -1234,6 +1375,8 @@ main(void)
         cmocka_unit_test(test_barrier_party_killed_while_waiting_still_counts),
         cmocka_unit_test(test_barrier_killed_while_running_the_action_breaks_at_the_timeout),
         cmocka_unit_test(test_waits_return_eintr_when_a_signal_handler_runs),
+        cmocka_unit_test(test_random_kills_never_lose_a_notification_or_a_lock),
+        cmocka_unit_test(test_every_open_fails_cleanly_when_allocation_fails),
         cmocka_unit_test(test_every_primitive_works_between_threads_of_one_process),
     };
     return th_run_tests(tests);
