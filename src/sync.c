@@ -342,7 +342,7 @@ cond_new(cond_shm *s, uint32_t gen, bool owned, mp_lock *lock)
 }
 
 int
-mp__condition_wrap(mp_condition **out, void *mem)
+mp__condition_wrap(mp_condition **out, void *mem, mp_lock *lock)
 {
     if (out == NULL)
         return -EINVAL;
@@ -350,7 +350,9 @@ mp__condition_wrap(mp_condition **out, void *mem)
     uint32_t g = mp__sync_hdr_check(mem, MP__KIND_COND);
     if (g == 0)
         return -EINVAL;
-    *out = cond_new(mem, g, false, NULL);
+    if (lock != NULL && mp__sync_stale(&lock->s->hdr, lock->gen))
+        return -EBADF;
+    *out = cond_new(mem, g, false, lock);
     return *out != NULL ? 0 : -ENOMEM;
 }
 

@@ -27,7 +27,9 @@ int mp__lock_wrap(mp_lock **out, void *mem);
 int mp__semaphore_init_at(void *mem, unsigned value, bool bounded);
 int mp__semaphore_wrap(mp_semaphore **out, void *mem);
 int mp__condition_init_at(void *mem); /* with its own recursive lock */
-int mp__condition_wrap(mp_condition **out, void *mem);
+/* lock: the lock the condition uses in this process (as mp_condition_opts.lock), or NULL for
+ * the condition's own. */
+int mp__condition_wrap(mp_condition **out, void *mem, mp_lock *lock);
 int mp__event_init_at(void *mem);
 int mp__event_wrap(mp_event **out, void *mem);
 int mp__barrier_init_at(void *mem, unsigned parties);

@@ -470,7 +470,7 @@ test_objects_built_in_place_work_across_processes(void **state)
     mp_condition *cv;
     mp_event *ev;
     mp_barrier *bar;
-    assert_int_equal(mp__condition_wrap(&cv, rest), 0);
+    assert_int_equal(mp__condition_wrap(&cv, rest, NULL), 0);
     assert_int_equal(mp__event_wrap(&ev, rest + MP__CONDITION_SIZE), 0);
     assert_int_equal(mp__barrier_wrap(&bar, rest + MP__CONDITION_SIZE + MP__EVENT_SIZE, NULL), 0);
     assert_int_equal(mp_condition_acquire(cv, 0), 0);
