@@ -175,14 +175,16 @@ MP_API int mp_cpu_count(void);
  *
  * Every object lives in shared memory (a small block of the library's shared arena, not one
  * mapping each) and is shared by inheritance: open it, then fork (mp_process_start); the child
- * uses its copy of the handle. Handles are process-local; a child's close frees only its handle.
+ * uses its copy of the handle (create processes with fork() or mp_process_start, not a raw
+ * clone). Locks belong to a thread of a process: a child never owns a lock that its parent held
+ * at fork(). Handles are process-local; a child's close frees only its handle.
  * The shared object itself is freed by the close in the process that opened it, which therefore
  * must come after every other process has finished with the object (Python's rule too). Handles
  * whose object has been freed that way get -EBADF.
  *
- * Crash behaviour: a process that dies holding a lock hands it to the next acquirer, whose call
- * returns MP_OWNERDEAD (> 0: it holds a usable lock; the data the lock guards may be half
- * updated). A process killed while waiting on any object leaves the object fully usable. A wait
+ * Crash behaviour: a process that dies (or exits) holding a lock hands it to the next
+ * acquirer, whose call returns MP_OWNERDEAD (> 0: it holds a usable lock; the data the lock
+ * guards may be half updated). A process killed while waiting on any object leaves the object fully usable. A wait
  * for something only a dead process could have done ends at the caller's timeout.
  *
  * Timeouts: -EAGAIN with MP_NOWAIT, -ETIMEDOUT when the deadline passes, -EINVAL for a bad
