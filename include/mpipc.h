@@ -184,8 +184,9 @@ MP_API int mp_cpu_count(void);
  *
  * Crash behaviour: a process that dies (or exits) holding a lock hands it to the next
  * acquirer, whose call returns MP_OWNERDEAD (> 0: it holds a usable lock; the data the lock
- * guards may be half updated). A process killed while waiting on any object leaves the object fully usable. A wait
- * for something only a dead process could have done ends at the caller's timeout.
+ * guards may be half updated). A process killed while waiting on any object leaves the object
+ * fully usable. A wait for something only a dead process could have done ends at the caller's
+ * timeout.
  *
  * Timeouts: -EAGAIN with MP_NOWAIT, -ETIMEDOUT when the deadline passes, -EINVAL for a bad
  * timeout. Waits on semaphores, conditions, events and barriers sleep on futexes and return
