@@ -362,9 +362,8 @@ typedef struct barrier_shm {
     uint32_t count;    /* arrived in this round */
     /* Bit (round % 64) is set when that round ended broken, so a waiter that wakes after the
      * next rounds began still learns how its own round ended. The bit is reused 64 rounds
-     * later: a waiter that has not run for that long could misread its outcome. With every
-     * round needing all parties, that takes 64 full rounds among the other parties while this
-     * one sits between its wake-up and this read. */
+     * later, so a waiter would misread its outcome only if 64 further rounds completed between
+     * its wake-up and its read of the bit. */
     _Atomic uint64_t broken_rounds;
 } barrier_shm;
 
