@@ -7,7 +7,8 @@
  * aligned, shared by the processes that will use it) and mp__<type>_wrap() makes a handle for
  * it in any process that maps it. Such a handle never frees the memory: its _close() frees only
  * the handle, and the owner of the region decides when the object is gone (re-initialising or
- * releasing the memory only once nobody waits on it).
+ * releasing the memory only once nobody waits on it). The objects hold no pointers, so the
+ * region may sit at a different address in each process (a named segment attached later).
  */
 #ifndef MPIPC_SYNC_H
 #define MPIPC_SYNC_H

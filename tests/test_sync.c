@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 /* What the parent shares with its children; lives in MAP_SHARED memory (th_shared). The
@@ -488,6 +489,67 @@ test_objects_built_in_place_work_across_processes(void **state)
     assert_int_equal(mp__lock_wrap(&l, region), 0);
     mp_lock_close(l);
     th_shared_free(region, size);
+}
+
+/* The manager's case: objects in a named segment that another process attaches at an address
+ * of its own. */
+static void *parent_addr;
+
+static int
+attached_condition_child(void *arg)
+{
+    const char *name = arg;
+    mp__seg seg;
+    CHILD_CHECK(mp__seg_attach(&seg, name) == 0);
+    CHILD_CHECK(seg.addr != parent_addr);
+    mp_condition *cv;
+    CHILD_CHECK(mp__condition_wrap(&cv, seg.addr, NULL) == 0);
+    int *flag = (int *)((char *)seg.addr + MP__CONDITION_SIZE);
+    CHILD_CHECK(mp_condition_acquire(cv, 10000) == 0);
+    *flag = 1; /* ready: we hold the lock, and wait() will release it */
+    int r = 0;
+    while (*flag != 2 && r == 0)
+        r = mp_condition_wait(cv, 10000);
+    CHILD_CHECK(r == 0);
+    CHILD_CHECK(mp_condition_release(cv) == 0);
+    mp_condition_close(cv);
+    mp__seg_close(&seg);
+    return 0;
+}
+
+static void
+test_objects_in_a_segment_mapped_at_another_address_work(void **state)
+{
+    (void)state;
+    SKIP_UNDER_TSAN();
+    char name[64];
+    snprintf(name, sizeof name, "/mpipc-test-sync-%d", (int)getpid());
+    mp__seg seg;
+    assert_int_equal(mp__seg_create(&seg, name, 4096), 0);
+    assert_int_equal(mp__condition_init_at(seg.addr), 0);
+    int *flag = (int *)((char *)seg.addr + MP__CONDITION_SIZE);
+    mp_condition *cv;
+    assert_int_equal(mp__condition_wrap(&cv, seg.addr, NULL), 0);
+    /* The child inherits this mapping too, so its own attach lands at another address. */
+    parent_addr = seg.addr;
+    pid_t c = th_fork(attached_condition_child, name);
+    assert_true(c > 0);
+    int64_t end = th_now_ms() + 10000;
+    for (;;) {
+        assert_int_equal(mp_condition_acquire(cv, 10000), 0);
+        if (*flag == 1)
+            break;
+        assert_int_equal(mp_condition_release(cv), 0);
+        assert_true(th_now_ms() < end);
+        sched_yield();
+    }
+    *flag = 2;
+    assert_int_equal(mp_condition_notify(cv, 1), 0);
+    assert_int_equal(mp_condition_release(cv), 0);
+    assert_child_ok(c);
+    mp_condition_close(cv);
+    mp__seg_close(&seg);
+    shm_unlink(name);
 }
 
 /* ---- Semaphore ------------------------------------------------------------------------------- */
@@ -1361,6 +1423,7 @@ main(void)
         cmocka_unit_test(test_only_the_creator_frees_and_stale_handles_get_ebadf),
         cmocka_unit_test(test_arena_fails_cleanly_and_only_frees_its_own_blocks),
         cmocka_unit_test(test_objects_built_in_place_work_across_processes),
+        cmocka_unit_test(test_objects_in_a_segment_mapped_at_another_address_work),
         cmocka_unit_test(test_semaphore_counts_times_out_and_is_released_by_anyone),
         cmocka_unit_test(test_bounded_semaphore_refuses_over_release),
         cmocka_unit_test(test_semaphore_waiter_killed_while_waiting_leaves_it_usable),
