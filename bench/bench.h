@@ -68,5 +68,6 @@ void bench_header(const char *section, const char *note);
 /* The suites. Each benchmark module adds one function here and one line in bench_main.c. */
 void bench_suite_process(const bench_config *cfg);
 void bench_suite_shm(const bench_config *cfg);
+void bench_suite_sync(const bench_config *cfg);
 
 #endif

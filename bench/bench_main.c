@@ -13,6 +13,7 @@ static const struct {
 } suites[] = {
     {"process", bench_suite_process},
     {"shm", bench_suite_shm},
+    {"sync", bench_suite_sync},
 };
 
 int

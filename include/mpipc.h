@@ -172,6 +172,201 @@ MP_API pid_t mp_parent_pid(void);
 MP_API int mp_cpu_count(void);
 
 /* ============================================================================================
+ * Sync (Python's multiprocessing.Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event,
+ * Barrier)
+ *
+ * Every object lives in shared memory (a small block of the library's shared arena, not one
+ * mapping each) and is shared by inheritance: open it, then fork (mp_process_start); the child
+ * uses its copy of the handle (create processes with fork() or mp_process_start, not a raw
+ * clone). Locks belong to a thread of a process: a child never owns a lock that its parent held
+ * at fork(). Handles are process-local; a child's close frees only its handle.
+ * The shared object itself is freed by the close in the process that opened it, which therefore
+ * must come after every other process has finished with the object (Python's rule too). Handles
+ * whose object has been freed that way get -EBADF.
+ *
+ * Crash behaviour: a process that dies (or exits) holding a lock hands it to the next
+ * acquirer, whose call returns MP_OWNERDEAD (> 0: it holds a usable lock; the data the lock
+ * guards may be half updated). A process killed while waiting on any object leaves the object
+ * fully usable. A wait for something only a dead process could have done ends at the caller's
+ * timeout.
+ *
+ * Timeouts: -EAGAIN with MP_NOWAIT, -ETIMEDOUT when the deadline passes, -EINVAL for a bad
+ * timeout. Waits on semaphores, conditions, events and barriers sleep on futexes and return
+ * -EINTR when a signal handler interrupts them (a condition wait re-takes its lock first); lock
+ * acquisition is a pthread mutex wait, which the kernel restarts after a handler, so it never
+ * returns -EINTR.
+ * All objects may be used from several threads of a process as well as from several processes.
+ * ============================================================================================ */
+
+typedef struct mp_lock mp_lock;
+typedef struct mp_semaphore mp_semaphore;
+typedef struct mp_condition mp_condition;
+typedef struct mp_event mp_event;
+typedef struct mp_barrier mp_barrier;
+
+typedef struct mp_lock_opts {
+    /* Python's RLock: the owning thread may acquire it again and must release it as often. */
+    bool recursive;
+} mp_lock_opts;
+
+/* mp_lock_open - a new unlocked lock (Python's Lock(), or RLock() with opts->recursive).
+ * `opts` may be NULL. Returns 0, -EINVAL (NULL out), -ENOMEM, -ENOSPC. */
+MP_API int mp_lock_open(mp_lock **out, const mp_lock_opts *opts);
+
+/* mp_rlock_open - mp_lock_open with .recursive = true. */
+MP_API int mp_rlock_open(mp_lock **out);
+
+/* mp_lock_close - release the handle (NULL is fine); in the opening process also free the lock. */
+MP_API void mp_lock_close(mp_lock *lock);
+
+/* mp_lock_acquire - take the lock, waiting up to timeout_ms. Unlike Python's Lock it has an
+ * owner: the calling thread of the calling process. Returns 0, or MP_OWNERDEAD when the
+ * previous owner died holding it (the caller owns it and the lock is consistent again);
+ * -EAGAIN (MP_NOWAIT, busy), -ETIMEDOUT, -EDEADLK when a non-recursive lock is already held by
+ * the caller (Python would deadlock), -EAGAIN for a recursive lock at its recursion limit
+ * (UINT32_MAX), -EINVAL (bad timeout), -EBADF (lock freed by its creator). Never -EINTR. */
+MP_API int mp_lock_acquire(mp_lock *lock, int timeout_ms);
+
+/* mp_lock_release - release one level of the lock. Returns 0, or -EPERM when the calling
+ * thread does not hold it (also for a recursive lock), -EBADF. Does not block. */
+MP_API int mp_lock_release(mp_lock *lock);
+
+typedef struct mp_semaphore_opts {
+    /* Python's BoundedSemaphore: releasing above the initial value is -EINVAL. */
+    bool bounded;
+} mp_semaphore_opts;
+
+/* mp_semaphore_open - a counting semaphore with `value` units (Python's Semaphore(value);
+ * Python's default is 1). Any thread of any process may release it. `opts` may be NULL.
+ * Returns 0, -EINVAL (NULL out, value > INT32_MAX), -ENOMEM, -ENOSPC. */
+MP_API int mp_semaphore_open(mp_semaphore **out, unsigned value, const mp_semaphore_opts *opts);
+
+/* mp_semaphore_close - release the handle (NULL is fine); in the opening process also free it. */
+MP_API void mp_semaphore_close(mp_semaphore *sem);
+
+/* mp_semaphore_acquire - take one unit, waiting up to timeout_ms for one to be released.
+ * Returns 0, -EAGAIN (MP_NOWAIT, none free), -ETIMEDOUT, -EINTR, -EINVAL, -EBADF. */
+MP_API int mp_semaphore_acquire(mp_semaphore *sem, int timeout_ms);
+
+/* mp_semaphore_release - give back one unit and wake the waiters. Never blocks. Returns 0,
+ * -EINVAL when a bounded semaphore would exceed its initial value (nothing changes),
+ * -EOVERFLOW at INT32_MAX units, -EBADF. */
+MP_API int mp_semaphore_release(mp_semaphore *sem);
+
+/* mp_semaphore_get_value - the number of free units (>= 0), or -EBADF/-EINVAL. */
+MP_API int mp_semaphore_get_value(const mp_semaphore *sem);
+
+typedef struct mp_condition_opts {
+    /* The lock to use, which must stay open as long as the condition (Python's
+     * Condition(lock)). NULL: the condition makes its own recursive lock (Python's default). */
+    mp_lock *lock;
+} mp_condition_opts;
+
+/* mp_condition_open - a condition variable. `opts` may be NULL. Returns 0, -EINVAL, -ENOMEM,
+ * -ENOSPC, -EBADF (a freed opts->lock). */
+MP_API int mp_condition_open(mp_condition **out, const mp_condition_opts *opts);
+
+/* mp_condition_close - release the handle (NULL is fine); in the opening process also free
+ * the condition and its own lock. A lock passed in opts is not closed. */
+MP_API void mp_condition_close(mp_condition *cond);
+
+/* mp_condition_acquire / mp_condition_release - mp_lock_acquire / mp_lock_release on the
+ * condition's lock. */
+MP_API int mp_condition_acquire(mp_condition *cond, int timeout_ms);
+MP_API int mp_condition_release(mp_condition *cond);
+
+/* mp_condition_wait - release the lock completely (every level of a recursive lock), sleep
+ * until notified or timeout_ms passes, then take the lock back at its old depth. The lock is
+ * held again on every return except -EPERM/-EINVAL/-EBADF; re-taking it has no deadline.
+ * Returns 0 when notified, MP_OWNERDEAD when notified and the lock's previous holder had died,
+ * -ETIMEDOUT, -EAGAIN (MP_NOWAIT), -EINTR (a signal handler ran), -EPERM when the caller does
+ * not hold the lock, -EINVAL, -EBADF. Spurious returns do not happen, but a notify may wake
+ * one more waiter than asked when a waiter died (the classic predicate loop copes). */
+MP_API int mp_condition_wait(mp_condition *cond, int timeout_ms);
+
+/* mp_condition_wait_for - Python's wait_for: wait until pred(arg) returns true, checking it
+ * first and after every wake-up, with the lock held; timeout_ms bounds the whole call.
+ * Returns 0 (or MP_OWNERDEAD) once pred is true, -ETIMEDOUT / -EAGAIN when the time ran out
+ * and pred is still false (it is checked one last time), else as mp_condition_wait. */
+MP_API int mp_condition_wait_for(mp_condition *cond, bool (*pred)(void *arg), void *arg,
+                                 int timeout_ms);
+
+/* mp_condition_notify - wake up to n of the processes/threads waiting now (n = 0 does
+ * nothing). The caller must hold the lock. Never blocks (unlike Python's, which waits for the
+ * woken to run). Costs no system call when nobody waits. Returns 0, -EPERM, -EINVAL (n < 0),
+ * -EBADF. */
+MP_API int mp_condition_notify(mp_condition *cond, int n);
+
+/* mp_condition_notify_all - wake every current waiter; as mp_condition_notify. */
+MP_API int mp_condition_notify_all(mp_condition *cond);
+
+/* mp_event_open - a new event, initially clear (Python's Event()). Returns 0, -EINVAL,
+ * -ENOMEM, -ENOSPC. */
+MP_API int mp_event_open(mp_event **out);
+
+/* mp_event_close - release the handle (NULL is fine); in the opening process also free it. */
+MP_API void mp_event_close(mp_event *ev);
+
+/* mp_event_set / mp_event_clear - set the flag, waking every waiter / clear it. Never block.
+ * Return 0 or -EBADF/-EINVAL. */
+MP_API int mp_event_set(mp_event *ev);
+MP_API int mp_event_clear(mp_event *ev);
+
+/* mp_event_is_set - 1 if the flag is set, 0 if not (or -EBADF/-EINVAL). */
+MP_API int mp_event_is_set(const mp_event *ev);
+
+/* mp_event_wait - wait until the flag is set. Returns 0 when it is set, or was set while the
+ * caller waited (even if cleared again since); -EAGAIN (MP_NOWAIT), -ETIMEDOUT, -EINTR,
+ * -EINVAL, -EBADF. */
+MP_API int mp_event_wait(mp_event *ev, int timeout_ms);
+
+/* A barrier action: run by the last party to arrive, before any party is released, while the
+ * barrier's internal lock is held (so it must not call the barrier's own functions: they would
+ * return -EDEADLK). Nonzero breaks the barrier (Python: the action raised). */
+typedef int (*mp_barrier_action)(void *arg);
+
+typedef struct mp_barrier_opts {
+    /* The action and its argument. Held by this handle (a function pointer means nothing in
+     * another program); handles in forked children inherit it. NULL: no action. */
+    mp_barrier_action action;
+    void *action_arg;
+    /* Python's default timeout, used when mp_barrier_wait gets MP_FOREVER. 0: none. */
+    int timeout_ms;
+} mp_barrier_opts;
+
+/* mp_barrier_open - a barrier for `parties` parties (Python's Barrier(parties, action,
+ * timeout)). `opts` may be NULL. Returns 0, -EINVAL (parties 0 or > INT32_MAX, negative
+ * default timeout), -ENOMEM, -ENOSPC. */
+MP_API int mp_barrier_open(mp_barrier **out, unsigned parties, const mp_barrier_opts *opts);
+
+/* mp_barrier_close - release the handle (NULL is fine); in the opening process also free it. */
+MP_API void mp_barrier_close(mp_barrier *bar);
+
+/* mp_barrier_wait - arrive and wait until all parties have arrived. Returns the arrival index
+ * 0..parties-1 (unique per round); the last arriver first runs the action. MP_FOREVER uses the
+ * handle's default timeout if it has one. If the deadline passes the barrier breaks: this
+ * caller gets -ETIMEDOUT (-EAGAIN with MP_NOWAIT), the others MP_EBROKEN. MP_EBROKEN also when
+ * the barrier is or becomes broken (abort, reset during the wait, a failed action, a process
+ * that died while running the action); the action's own negative result (or MP_EBROKEN) goes
+ * to the party that ran it. -EINTR breaks it as well. -EINVAL, -EBADF. A party that dies while
+ * waiting still counts as arrived. */
+MP_API int mp_barrier_wait(mp_barrier *bar, int timeout_ms);
+
+/* mp_barrier_reset - break the current round for its waiters (MP_EBROKEN) and make the barrier
+ * usable again. Returns 0, -EBADF, -EDEADLK (called from the action). */
+MP_API int mp_barrier_reset(mp_barrier *bar);
+
+/* mp_barrier_abort - break the barrier until the next reset. Returns 0, -EBADF, -EDEADLK. */
+MP_API int mp_barrier_abort(mp_barrier *bar);
+
+/* mp_barrier_parties / mp_barrier_n_waiting / mp_barrier_broken - the number of parties, the
+ * number that have arrived in the current round (a dead party that arrived counts), 1 if
+ * broken or 0; -EBADF/-EINVAL (n_waiting: -EDEADLK from the action). None blocks for long. */
+MP_API int mp_barrier_parties(const mp_barrier *bar);
+MP_API int mp_barrier_n_waiting(mp_barrier *bar);
+MP_API int mp_barrier_broken(const mp_barrier *bar);
+
+/* ============================================================================================
  * Shared memory (Python's multiprocessing.shared_memory: SharedMemory and ShareableList)
  *
  * A named POSIX shared memory segment under /dev/shm. Names are Python's: the string that
