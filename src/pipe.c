@@ -170,6 +170,18 @@ mp_conn_send_bytes(mp_conn *c, const void *buf, size_t len, int timeout_ms)
 
 /* ---- receiving ------------------------------------------------------------------------------ */
 
+/* Whether a MSG_PEEK without room for ancillary data saw a handle message (one byte with
+ * SCM_RIGHTS) at the head of the stream. A peek stops right after the byte of a handle
+ * message, and the kernel flags MSG_CTRUNC for any fds it saw; but a peek also looks one
+ * message past the range it copies (it flags the fds of a handle message that merely follows),
+ * so only "one byte copied, MSG_CTRUNC" means that the handle is the very next thing. Callers
+ * peek at least two bytes. */
+static bool
+handle_at_head(ssize_t n, int msg_flags)
+{
+    return n == 1 && (msg_flags & MSG_CTRUNC);
+}
+
 /* Peek until the next message's header is complete. Returns the header size with the payload
  * length in *len, MP_EOF, or an error; nothing is consumed in any case. */
 static int
@@ -183,8 +195,10 @@ peek_header(mp_conn *c, size_t *len, int timeout_ms)
     int r = mp__deadline_init(&dl, timeout_ms);
     if (r != 0)
         return r;
+    /* Peek at exactly the header, never further: a peek that reached the next message could
+     * run into a handle message, whose fds would make the kernel flag MSG_CTRUNC. */
     uint8_t h[HDR_MAX];
-    struct iovec iov = {h, sizeof h};
+    struct iovec iov = {h, 4};
     int flags = MSG_PEEK | (timeout_ms == MP_FOREVER ? 0 : MSG_DONTWAIT);
     long backoff_us = 10;
     for (;;) {
@@ -203,14 +217,23 @@ peek_header(mp_conn *c, size_t *len, int timeout_ms)
         }
         if (n == 0)
             return MP_EOF;
-        /* A handle message (SCM_RIGHTS) where a message should start: not a frame. */
-        if (m.msg_flags & MSG_CTRUNC)
-            return -EPROTO;
         r = parse_header(h, (size_t)n, len);
         if (r != 0) {
             if (r < 0)
                 c->rx_broken = true;
             return r;
+        }
+        if (m.msg_flags & MSG_CTRUNC) {
+            /* Handle messages are in the way (see handle_at_head). One at the head is left in
+             * place for mp_conn_recv_handle; one inside a header breaks the stream. */
+            if (handle_at_head(n, m.msg_flags))
+                return -EPROTO;
+            c->rx_broken = true;
+            return -EPROTO;
+        }
+        if (n == 4 && iov.iov_len == 4) {
+            iov.iov_len = HDR_MAX; /* the -1 escape: the 8-byte length follows */
+            continue;
         }
         /* Part of a header: a writer that sends it in pieces (Python writes the -1 escape and
          * the 8-byte length separately) is between two writes. poll() cannot wait for more
@@ -218,7 +241,7 @@ peek_header(mp_conn *c, size_t *len, int timeout_ms)
          * with backoff; the deadline still applies because nothing has been consumed. */
         struct pollfd p = {.fd = c->fd, .events = POLLRDHUP};
         if (poll(&p, 1, 0) > 0) {
-            n = recv(c->fd, h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+            n = recv(c->fd, h, iov.iov_len, MSG_PEEK | MSG_DONTWAIT);
             if (n >= 0 && parse_header(h, (size_t)n, len) == 0) {
                 c->rx_broken = true;
                 return -EPROTO; /* the peer closed in the middle of a header */
@@ -377,9 +400,8 @@ send_fd(mp_conn *c, int fd, uint8_t byte, int timeout_ms)
     return send_all(c, &iov, 1, &ctl, sizeof ctl, timeout_ms);
 }
 
-/* Receive one handle message: its byte into *byte and the fd into *fd. The message is first
- * peeked without room for ancillary data: MSG_CTRUNC then tells that a handle is waiting, while
- * a plain message is left unread (-EPROTO). */
+/* Receive one handle message: its byte into *byte and the fd into *fd. The stream is peeked
+ * first, so that a plain message in its place is left unread (-EPROTO). */
 static int
 recv_fd(mp_conn *c, int *fd, uint8_t *byte, int timeout_ms)
 {
@@ -391,9 +413,10 @@ recv_fd(mp_conn *c, int *fd, uint8_t *byte, int timeout_ms)
     int r = mp__deadline_init(&dl, timeout_ms);
     if (r != 0)
         return r;
-    struct iovec iov = {byte, 1};
+    uint8_t peek[2];
+    struct iovec piov = {peek, sizeof peek};
     for (;;) {
-        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+        struct msghdr m = {.msg_iov = &piov, .msg_iovlen = 1};
         ssize_t n = recvmsg(c->fd, &m, MSG_PEEK | MSG_DONTWAIT);
         if (n < 0 && errno == EAGAIN) {
             r = wait_fd(c->fd, POLLIN, &dl, timeout_ms);
@@ -405,10 +428,11 @@ recv_fd(mp_conn *c, int *fd, uint8_t *byte, int timeout_ms)
             return errno == ECONNRESET ? MP_EOF : -errno;
         if (n == 0)
             return MP_EOF;
-        if (!(m.msg_flags & MSG_CTRUNC))
+        if (!handle_at_head(n, m.msg_flags))
             return -EPROTO;
         break;
     }
+    struct iovec iov = {byte, 1};
     union {
         struct cmsghdr h;
         char buf[CMSG_SPACE(sizeof(int))];
