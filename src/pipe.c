@@ -6,11 +6,10 @@
  * possibly with a Python process, whose Connection expects blocking reads. Non-blocking
  * attempts use MSG_DONTWAIT per call instead, and waits with a deadline use poll().
  *
- * A receive never reads past the message it returns. It first peeks at the header (MSG_PEEK),
- * which consumes nothing, so every failure up to that point (timeout, signal, a message above
- * maxlength, an allocation failure) leaves the stream untouched; then one recvmsg() with
- * MSG_WAITALL reads header and payload together, so the common case costs two syscalls, the
- * same as reading a 4-byte prefix and then the payload.
+ * A receive never reads past the message it returns: it reads exactly the header, then exactly
+ * the payload (two syscalls, as reading a 4-byte prefix and then the payload). A header taken
+ * from the socket by a call that then fails before the payload (a timeout, a signal, a message
+ * above maxlength, an allocation failure) stays in the handle for the next call.
  */
 #include "internal.h"
 
@@ -22,6 +21,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+/* The longest header: the -1 escape followed by an 8-byte length. */
+#define HDR_MAX 12
+
 struct mp_conn {
     int fd;
     bool readable, writable;
@@ -29,10 +31,11 @@ struct mp_conn {
      * later call in that direction fails. Separate fields, so that one sending thread and one
      * receiving thread may use the end at the same time. */
     bool rx_broken, tx_broken;
+    /* The header bytes of the next message read so far (see read_header). */
+    uint8_t hdr_have;
+    uint8_t hdr[HDR_MAX];
 };
 
-/* The longest header: the -1 escape followed by an 8-byte length. */
-#define HDR_MAX 12
 /* Python's send_handle sends one byte holding the number of fds modulo 256, i.e. 1. A
  * connection end is sent with this marker bit set and its readable/writable flags in bits 0-1. */
 #define HANDLE_BYTE 1
@@ -172,20 +175,34 @@ mp_conn_send_bytes(mp_conn *c, const void *buf, size_t len, int timeout_ms)
 
 /* Whether a MSG_PEEK without room for ancillary data saw a handle message (one byte with
  * SCM_RIGHTS) at the head of the stream. A peek stops right after the byte of a handle
- * message, and the kernel flags MSG_CTRUNC for any fds it saw; but a peek also looks one
- * message past the range it copies (it flags the fds of a handle message that merely follows),
- * so only "one byte copied, MSG_CTRUNC" means that the handle is the very next thing. Callers
- * peek at least two bytes. */
+ * message, and the kernel flags MSG_CTRUNC for any fds it saw; but a peek also looks past the
+ * range it copies (it flags the fds of a handle message that merely follows), so only "one
+ * byte copied, MSG_CTRUNC" means that the handle is the very next thing. Callers peek at least
+ * two bytes. */
 static bool
 handle_at_head(ssize_t n, int msg_flags)
 {
     return n == 1 && (msg_flags & MSG_CTRUNC);
 }
 
-/* Peek until the next message's header is complete. Returns the header size with the payload
- * length in *len, MP_EOF, or an error; nothing is consumed in any case. */
 static int
-peek_header(mp_conn *c, size_t *len, int timeout_ms)
+rx_fail(mp_conn *c, int err)
+{
+    c->rx_broken = true;
+    return err;
+}
+
+/* Read the next message's header into c->hdr. Returns the header size with the payload length
+ * in *len, MP_EOF, or an error.
+ *
+ * The header is read, not peeked: on an AF_UNIX stream socket MSG_PEEK walks the whole receive
+ * queue (it continues past the bytes it copies), which makes a peek per message cost time
+ * proportional to the number of queued messages. Bytes of a header that a failed call (a
+ * timeout, a signal, a message above maxlength) has taken from the socket stay in c->hdr, and
+ * the next receive on this handle continues with them: nothing is lost, and nothing past the
+ * current message is ever read. */
+static int
+read_header(mp_conn *c, size_t *len, int timeout_ms)
 {
     if (!c->readable)
         return -EBADF;
@@ -195,96 +212,57 @@ peek_header(mp_conn *c, size_t *len, int timeout_ms)
     int r = mp__deadline_init(&dl, timeout_ms);
     if (r != 0)
         return r;
-    /* Peek at exactly the header, never further: a peek that reached the next message could
-     * run into a handle message, whose fds would make the kernel flag MSG_CTRUNC. */
-    uint8_t h[HDR_MAX];
-    struct iovec iov = {h, 4};
-    int flags = MSG_PEEK | (timeout_ms == MP_FOREVER ? 0 : MSG_DONTWAIT);
-    long backoff_us = 10;
+    int flags = timeout_ms == MP_FOREVER ? 0 : MSG_DONTWAIT;
     for (;;) {
+        r = parse_header(c->hdr, c->hdr_have, len);
+        if (r != 0)
+            return r > 0 ? r : rx_fail(c, r);
+        /* Ask for exactly the missing header bytes, so as never to read into the payload. */
+        struct iovec iov = {c->hdr + c->hdr_have, (c->hdr_have < 4 ? 4u : 12u) - c->hdr_have};
         struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
         ssize_t n = recvmsg(c->fd, &m, flags);
-        if (n < 0) {
-            if (errno == EAGAIN) {
-                r = wait_fd(c->fd, POLLIN, &dl, timeout_ms);
-                if (r != 0)
-                    return r;
-                continue;
-            }
-            /* ECONNRESET: the peer closed without reading what we sent; everything it sent
-             * has been received, so for this direction it is the end of the stream. */
-            return errno == ECONNRESET ? MP_EOF : -errno;
-        }
-        if (n == 0)
-            return MP_EOF;
-        r = parse_header(h, (size_t)n, len);
-        if (r != 0) {
-            if (r < 0)
-                c->rx_broken = true;
-            return r;
-        }
-        if (m.msg_flags & MSG_CTRUNC) {
-            /* Handle messages are in the way (see handle_at_head). One at the head is left in
-             * place for mp_conn_recv_handle; one inside a header breaks the stream. */
-            if (handle_at_head(n, m.msg_flags))
-                return -EPROTO;
-            c->rx_broken = true;
-            return -EPROTO;
-        }
-        if (n == 4 && iov.iov_len == 4) {
-            iov.iov_len = HDR_MAX; /* the -1 escape: the 8-byte length follows */
+        if (n > 0) {
+            /* A handle message (SCM_RIGHTS) where a header belongs: its fds were dropped. */
+            if (m.msg_flags & MSG_CTRUNC)
+                return rx_fail(c, -EPROTO);
+            c->hdr_have = (uint8_t)(c->hdr_have + n);
             continue;
         }
-        /* Part of a header: a writer that sends it in pieces (Python writes the -1 escape and
-         * the 8-byte length separately) is between two writes. poll() cannot wait for more
-         * bytes here, since it reports readable while any byte is queued, so sleep briefly
-         * with backoff; the deadline still applies because nothing has been consumed. */
-        struct pollfd p = {.fd = c->fd, .events = POLLRDHUP};
-        if (poll(&p, 1, 0) > 0) {
-            n = recv(c->fd, h, iov.iov_len, MSG_PEEK | MSG_DONTWAIT);
-            if (n >= 0 && parse_header(h, (size_t)n, len) == 0) {
-                c->rx_broken = true;
-                return -EPROTO; /* the peer closed in the middle of a header */
-            }
+        int e = n == 0 ? 0 : errno;
+        if (e == EAGAIN) {
+            r = wait_fd(c->fd, POLLIN, &dl, timeout_ms);
+            if (r != 0)
+                return r;
             continue;
         }
-        if (mp__deadline_passed(&dl) || timeout_ms == MP_NOWAIT)
-            return timeout_ms == MP_NOWAIT ? -EAGAIN : -ETIMEDOUT;
-        struct timespec ts = {0, backoff_us * 1000};
-        nanosleep(&ts, NULL);
-        if (backoff_us < 1000)
-            backoff_us *= 2;
+        if (e == EINTR)
+            return -EINTR;
+        /* EOF, or ECONNRESET: the peer closed (without reading all we sent). At a message
+         * boundary that is the end of the stream; inside a header the frame was cut short. */
+        if (e == 0 || e == ECONNRESET)
+            return c->hdr_have == 0 ? MP_EOF : rx_fail(c, -EPROTO);
+        return -e;
     }
 }
 
-/* Consume the header (hlen bytes, discarded) and len payload bytes into buf. The message was
- * started by peek_header, so this blocks until it is complete; only the peer closing stops it. */
+/* Read the len payload bytes of the message whose header is in c->hdr into buf. The message
+ * has started, so this blocks until it is complete; only the peer closing stops it. */
 static int
-read_message(mp_conn *c, size_t hlen, void *buf, size_t len)
+read_payload(mp_conn *c, void *buf, size_t len)
 {
-    uint8_t h[HDR_MAX];
-    struct iovec iov[2] = {{h, hlen}, {buf, len}};
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = len > 0 ? 2 : 1};
-    for (;;) {
-        ssize_t n = recvmsg(c->fd, &m, MSG_WAITALL);
+    c->hdr_have = 0;
+    while (len > 0) {
+        ssize_t n = recv(c->fd, buf, len, MSG_WAITALL);
         if (n <= 0) {
             if (n < 0 && errno == EINTR)
                 continue;
-            c->rx_broken = true;
-            return n == 0 || errno == ECONNRESET ? -EPROTO : -errno;
+            return rx_fail(c, n == 0 || errno == ECONNRESET ? -EPROTO : -errno);
         }
-        size_t done = (size_t)n;
-        while (m.msg_iovlen > 0 && done >= m.msg_iov[0].iov_len) {
-            done -= m.msg_iov[0].iov_len;
-            m.msg_iov++;
-            m.msg_iovlen--;
-        }
-        if (m.msg_iovlen == 0)
-            return 0;
-        m.msg_iov[0].iov_base = (char *)m.msg_iov[0].iov_base + done;
-        m.msg_iov[0].iov_len -= done;
+        buf = (char *)buf + n;
+        len -= (size_t)n;
         mp__fault("pipe.recv.partial");
     }
+    return 0;
 }
 
 int
@@ -294,9 +272,9 @@ mp_conn_recv_bytes(mp_conn *c, void **buf, size_t *len, size_t maxlength, int ti
         return -EINVAL;
     *buf = NULL;
     size_t n;
-    int hlen = peek_header(c, &n, timeout_ms);
-    if (hlen < 0)
-        return hlen;
+    int r = read_header(c, &n, timeout_ms);
+    if (r < 0)
+        return r;
     *len = n;
     if (n > maxlength)
         return -EMSGSIZE;
@@ -304,7 +282,7 @@ mp_conn_recv_bytes(mp_conn *c, void **buf, size_t *len, size_t maxlength, int ti
     void *p = mp__malloc(n > 0 ? n : 1);
     if (p == NULL)
         return -ENOMEM;
-    int r = read_message(c, (size_t)hlen, p, n);
+    r = read_payload(c, p, n);
     if (r != 0) {
         mp__free(p);
         return r;
@@ -319,13 +297,13 @@ mp_conn_recv_bytes_into(mp_conn *c, void *buf, size_t cap, size_t *len, int time
     if (c == NULL || len == NULL || (buf == NULL && cap > 0))
         return -EINVAL;
     size_t n;
-    int hlen = peek_header(c, &n, timeout_ms);
-    if (hlen < 0)
-        return hlen;
+    int r = read_header(c, &n, timeout_ms);
+    if (r < 0)
+        return r;
     *len = n;
     if (n > cap)
         return -EMSGSIZE;
-    return read_message(c, (size_t)hlen, buf, n);
+    return read_payload(c, buf, n);
 }
 
 int
@@ -335,6 +313,11 @@ mp_conn_poll(mp_conn *c, int timeout_ms)
         return -EINVAL;
     if (!c->readable)
         return -EBADF;
+    /* A complete header already read for an empty message (kept by an earlier -ENOMEM) has
+     * no bytes left in the socket to make it readable. */
+    size_t len;
+    if (parse_header(c->hdr, c->hdr_have, &len) > 0 && len == 0)
+        return 1;
     return mp_conn_wait(&c->fd, 1, NULL, timeout_ms);
 }
 
@@ -407,7 +390,8 @@ recv_fd(mp_conn *c, int *fd, uint8_t *byte, int timeout_ms)
 {
     if (!c->readable)
         return -EBADF;
-    if (c->rx_broken)
+    /* A message whose header was partly read is in the way. */
+    if (c->rx_broken || c->hdr_have > 0)
         return -EPROTO;
     mp__deadline dl;
     int r = mp__deadline_init(&dl, timeout_ms);
