@@ -9,12 +9,12 @@
 #define _GNU_SOURCE
 #include "bench.h"
 
+#include <arpa/inet.h>
 #include <mpipc.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -189,7 +189,8 @@ run_pingpong(bool mpipc, double *ns, size_t n)
         r = end_send(&a, buf, sizeof buf) != 0 || end_recv(&a, buf, sizeof buf) != 0;
         clock_gettime(CLOCK_MONOTONIC, &t1);
         if (i >= n / 10) /* the first tenth warms up */
-            ns[i - n / 10] = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+            ns[i - n / 10] =
+                (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
     }
     r |= pid > 0 ? reap(pid) : 1;
     end_close(&a);

@@ -179,16 +179,19 @@ MP_API int mp_cpu_count(void);
  * (multiprocessing.connection.Connection(fd)) can exchange send_bytes/recv_bytes messages with
  * a C process. Message payloads are raw bytes; there is no pickle around them.
  *
- * No bytes are ever buffered in user space: a receive reads exactly one message from the
- * socket and nothing past it, so a fork() never duplicates buffered data and poll/epoll on the
- * fd always tell the truth.
+ * No read-ahead: a receive reads exactly the next message's header and then exactly its
+ * payload, never a byte past it, so fork() never duplicates buffered messages and poll/epoll
+ * on the fd tell the truth. The only bytes a handle may hold are those of the next message's
+ * header (at most 12), after a receive that read them and then returned without the message
+ * (a timeout in the middle of a header, -EINTR, -EMSGSIZE, -ENOMEM); the next receive on the
+ * same handle continues with them, so nothing is lost. Such a handle must receive that message
+ * itself before its end is used by another process.
  *
- * Time: the timeout bounds the wait for a message to start. A receive waits until the next
- * message's header has fully arrived and a send until the socket accepts its first bytes;
- * nothing is consumed or written before then, so a timeout (or -EINTR, or -EMSGSIZE, or
- * -ENOMEM) leaves the stream exactly as it was. Once a message is under way the call finishes
- * it whatever the deadline says, blocking for as long as the peer needs; only the peer closing
- * (or dying) ends it early, and the stream is then unusable in that direction.
+ * Time: the timeout bounds the wait for a message to start: for a receive, until the next
+ * message's header has arrived; for a send, until the socket accepts the first bytes. Once the
+ * payload is under way the call finishes the message whatever the deadline says, blocking for
+ * as long as the peer needs, so a timeout never leaves half a message on the stream; only the
+ * peer closing (or dying) ends it early, and the stream is then unusable in that direction.
  *
  * Signals: sends use MSG_NOSIGNAL, so writing to a closed peer returns -EPIPE and never raises
  * SIGPIPE; the library changes no signal disposition.
@@ -232,7 +235,7 @@ MP_API bool mp_conn_writable(const mp_conn *c);
 
 /* mp_conn_send_bytes - send len bytes from buf as one message (Python's send_bytes; for a
  * slice pass buf + offset and the size). len may be 0. Header and payload go out in one
- * sendmsg() when the socket has room. Blocks while the socket buffer is full; see "Time" above
+ * syscall when the socket has room. Blocks while the socket buffer is full; see "Time" above
  * for what timeout_ms bounds.
  * Returns 0; -EAGAIN (MP_NOWAIT) or -ETIMEDOUT when no byte could be written in time; -EINTR
  * when a signal handler interrupted the wait before any byte was written; -EPIPE when the peer
@@ -246,9 +249,10 @@ MP_API int mp_conn_send_bytes(mp_conn *c, const void *buf, size_t len, int timeo
  * with its length in *len and *buf NULL; the connection stays usable (better than Python,
  * which makes it unreadable). Blocks until a message arrives (see "Time").
  * Returns 0; MP_EOF when the peer closed and every message sent before was received;
- * -EAGAIN/-ETIMEDOUT/-EINTR with nothing consumed; -ENOMEM (message kept); -EPROTO for a
- * malformed header (a negative length other than -1) or a peer that closed in the middle of a
- * message, after which every receive on this end returns -EPROTO; -EBADF on a send-only end;
+ * -EAGAIN/-ETIMEDOUT/-EINTR with no message lost; -ENOMEM (message kept); -EPROTO for a
+ * malformed header (a negative length other than -1), a peer that closed in the middle of a
+ * message, or a handle (mp_conn_send_handle) where a message was expected (the kernel drops
+ * its fd), after which every receive on this end returns -EPROTO; -EBADF on a send-only end;
  * -EINVAL for NULL arguments or a bad timeout. */
 MP_API int mp_conn_recv_bytes(mp_conn *c, void **buf, size_t *len, size_t maxlength,
                               int timeout_ms);
@@ -284,8 +288,9 @@ MP_API int mp_conn_send_handle(mp_conn *c, int handle, int timeout_ms);
 /* mp_conn_recv_handle - receive an fd sent by mp_conn_send_handle or mp_conn_send_conn (or
  * Python's send_handle) into *handle; it is a new O_CLOEXEC fd owned by the caller. Blocks as
  * mp_conn_recv_bytes. Returns 0; MP_EOF; -EAGAIN/-ETIMEDOUT/-EINTR with nothing consumed;
- * -EPROTO when the next thing on the stream is not a handle (then nothing is consumed, and a
- * message can still be received), or when the handle message carried no single fd, e.g.
+ * -EPROTO when the next thing on the stream is not a handle (then nothing is consumed, and the
+ * message can still be received; this check peeks, which costs time proportional to the
+ * number of queued messages), or when the handle message carried no single fd, e.g.
  * because this process had no fd left (the handle is lost); -EBADF on a send-only end;
  * -EINVAL. */
 MP_API int mp_conn_recv_handle(mp_conn *c, int *handle, int timeout_ms);

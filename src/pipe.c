@@ -43,7 +43,7 @@ struct mp_conn {
 /* Payloads up to this size are copied behind the header and sent with send(). */
 #define SMALL_MSG 4096
 
-/* ---- framing -------------------------------------------------------------------------------- */
+/* ---- framing --------------------------------------------------------------------------------- */
 
 size_t
 mp__conn_header(size_t len, uint8_t *hdr)
@@ -85,7 +85,7 @@ parse_header(const uint8_t *h, size_t n, size_t *len)
     return 12;
 }
 
-/* ---- waiting -------------------------------------------------------------------------------- */
+/* ---- waiting --------------------------------------------------------------------------------- */
 
 /* Wait until fd reports one of `events` or the deadline passes. Returns 0 when ready, -EAGAIN
  * (MP_NOWAIT) or -ETIMEDOUT, -EINTR. */
@@ -104,7 +104,7 @@ wait_fd(int fd, short events, const mp__deadline *dl, int timeout_ms)
     }
 }
 
-/* ---- sending -------------------------------------------------------------------------------- */
+/* ---- sending --------------------------------------------------------------------------------- */
 
 /* Send iov (and, if ctl is not NULL, its ancillary data with the first byte). The deadline
  * bounds the wait until the first byte is accepted; after that the rest is written blocking,
@@ -120,8 +120,8 @@ send_all(mp_conn *c, struct iovec *iov, int iovcnt, void *ctl, size_t ctllen, in
     int r = mp__deadline_init(&dl, timeout_ms);
     if (r != 0)
         return r;
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt, .msg_control = ctl,
-                       .msg_controllen = ctllen};
+    struct msghdr m = {
+        .msg_iov = iov, .msg_iovlen = (size_t)iovcnt, .msg_control = ctl, .msg_controllen = ctllen};
     /* With no deadline a blocking sendmsg() saves the poll() round when the buffer is full. */
     int flags = MSG_NOSIGNAL | (timeout_ms == MP_FOREVER ? 0 : MSG_DONTWAIT);
     bool started = false;
@@ -185,7 +185,7 @@ mp_conn_send_bytes(mp_conn *c, const void *buf, size_t len, int timeout_ms)
     return send_all(c, iov, 2, NULL, 0, timeout_ms);
 }
 
-/* ---- receiving ------------------------------------------------------------------------------ */
+/* ---- receiving ------------------------------------------------------------------------------- */
 
 /* Whether a MSG_PEEK without room for ancillary data saw a handle message (one byte with
  * SCM_RIGHTS) at the head of the stream. A peek stops right after the byte of a handle
@@ -241,7 +241,8 @@ read_header(mp_conn *c, size_t *len, int timeout_ms)
              * byte, and the kernel has dropped its fds. Well-behaved writers (mpipc, CPython)
              * never split a header before its fourth byte, so one marker byte at a message
              * boundary is taken for a handle. */
-            if (c->hdr_have == 0 && n == 1 && (c->hdr[0] == HANDLE_BYTE || (c->hdr[0] & ~3) == CONN_BIT))
+            if (c->hdr_have == 0 && n == 1 &&
+                (c->hdr[0] == HANDLE_BYTE || (c->hdr[0] & ~3) == CONN_BIT))
                 return rx_fail(c, -EPROTO);
             c->hdr_have = (uint8_t)(c->hdr_have + n);
             continue;
@@ -381,7 +382,7 @@ out:
     return r;
 }
 
-/* ---- handles ---------------------------------------------------------------------------------- */
+/* ---- handles --------------------------------------------------------------------------------- */
 
 static int
 send_fd(mp_conn *c, int fd, uint8_t byte, int timeout_ms)
@@ -439,8 +440,8 @@ recv_fd(mp_conn *c, int *fd, uint8_t *byte, int timeout_ms)
         struct cmsghdr h;
         char buf[CMSG_SPACE(sizeof(int))];
     } ctl;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl,
-                       .msg_controllen = sizeof ctl};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof ctl};
     ssize_t n;
     do
         n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC);
@@ -509,7 +510,7 @@ mp_conn_recv_conn(mp_conn *c, mp_conn **out, int timeout_ms)
     return r;
 }
 
-/* ---- lifecycle -------------------------------------------------------------------------------- */
+/* ---- lifecycle ------------------------------------------------------------------------------- */
 
 static mp_conn *
 conn_new(int fd, bool readable, bool writable)

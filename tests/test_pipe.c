@@ -254,7 +254,7 @@ test_pipe_conn_open_wraps_only_unix_stream_sockets(void **state)
     mp_conn_close(d);
 }
 
-/* ---- wire format ------------------------------------------------------------------------------ */
+/* ---- wire format ----------------------------------------------------------------------------- */
 
 static void
 test_pipe_frames_are_byte_identical_to_cpython(void **state)
@@ -307,6 +307,13 @@ test_pipe_malformed_header_is_eproto(void **state)
     assert_int_equal(mp_conn_recv_bytes_into(b, NULL, 0, &len, 1000), -EPROTO);
     mp_conn_close(a);
     mp_conn_close(b);
+    /* The peer closes in the middle of a payload. */
+    open_pipe(&a, &b, true);
+    write_raw(a, "\0\0\0\12abc", 7);
+    mp_conn_close(a);
+    assert_int_equal(mp_conn_recv_bytes(b, &buf, &len, SIZE_MAX, 1000), -EPROTO);
+    assert_int_equal(mp_conn_recv_bytes(b, &buf, &len, SIZE_MAX, 1000), -EPROTO);
+    mp_conn_close(b);
 }
 
 static void
@@ -349,9 +356,11 @@ test_pipe_header_in_pieces_is_waited_for(void **state)
     (void)state;
     mp_conn *a, *b;
     open_pipe(&a, &b, true);
-    write_raw(a, "\0\0", 2);
+    write_raw(a, "\0", 1);
     size_t len;
     char got[8];
+    assert_int_equal(mp_conn_recv_bytes_into(b, got, sizeof got, &len, MP_NOWAIT), -EAGAIN);
+    write_raw(a, "\0", 1);
     int64_t t0 = th_now_ms();
     assert_int_equal(mp_conn_recv_bytes_into(b, got, sizeof got, &len, 100), -ETIMEDOUT);
     int64_t dt = th_now_ms() - t0;
@@ -367,7 +376,7 @@ test_pipe_header_in_pieces_is_waited_for(void **state)
     mp_conn_close(b);
 }
 
-/* ---- timeouts, poll, EOF ---------------------------------------------------------------------- */
+/* ---- timeouts, poll, EOF --------------------------------------------------------------------- */
 
 static int
 send_after_barrier_child(void *arg)
@@ -563,7 +572,7 @@ test_pipe_writer_killed_mid_message_gives_eproto(void **state)
     mp_conn_close(r);
 }
 
-/* ---- wait -------------------------------------------------------------------------------------- */
+/* ---- wait ------------------------------------------------------------------------------------ */
 
 typedef struct wait_ctx {
     mp_conn *w[3];
@@ -630,7 +639,7 @@ test_pipe_wait_reports_ready_connections_and_a_sentinel(void **state)
     th_barrier_free(x.bar);
 }
 
-/* ---- handle passing ---------------------------------------------------------------------------- */
+/* ---- handle passing -------------------------------------------------------------------------- */
 
 static int
 handle_child(void *arg)
@@ -709,7 +718,7 @@ test_pipe_passes_fds_and_connection_ends_to_another_process(void **state)
     assert_child_ok(pid);
 }
 
-/* ---- allocation failure ------------------------------------------------------------------------ */
+/* ---- allocation failure ---------------------------------------------------------------------- */
 
 static void
 test_pipe_allocation_failure_leaves_nothing_behind(void **state)
@@ -739,11 +748,23 @@ test_pipe_allocation_failure_leaves_nothing_behind(void **state)
     assert_int_equal(len, 4);
     assert_memory_equal(buf, "kept", 4);
     mp_free(buf);
+    /* An empty message whose header was read before the allocation failed: poll still says
+     * it is there, though no byte of it is left in the socket. */
+    assert_int_equal(mp_conn_send_bytes(a, "", 0, 0), 0);
+    mp__alloc_fail_after(0);
+    assert_int_equal(mp_conn_recv_bytes(b, &buf, &len, SIZE_MAX, 1000), -ENOMEM);
+    mp__alloc_fail_after(-1);
+    assert_int_equal(mp_conn_poll(b, MP_NOWAIT), 1);
+    assert_int_equal(mp_conn_recv_bytes(b, &buf, &len, SIZE_MAX, 1000), 0);
+    assert_int_equal(len, 0);
+    assert_non_null(buf);
+    mp_free(buf);
+    assert_int_equal(mp_conn_poll(b, MP_NOWAIT), 0);
     mp_conn_close(a);
     mp_conn_close(b);
 }
 
-/* ---- Python on the other end ------------------------------------------------------------------- */
+/* ---- Python on the other end ----------------------------------------------------------------- */
 
 static void
 exec_python(const char *version, const char *const *argv, bool quiet)
@@ -874,7 +895,8 @@ main(void)
         cmocka_unit_test(test_pipe_too_long_message_is_kept_for_a_retry),
         cmocka_unit_test(test_pipe_header_in_pieces_is_waited_for),
         cmocka_unit_test(test_pipe_reader_polls_with_timeout_then_sees_eof_after_writer_exits),
-        cmocka_unit_test(test_pipe_send_times_out_when_the_buffer_stays_full_and_keeps_frames_whole),
+        cmocka_unit_test(
+            test_pipe_send_times_out_when_the_buffer_stays_full_and_keeps_frames_whole),
         cmocka_unit_test(test_pipe_signal_interrupts_a_wait_with_eintr),
         cmocka_unit_test(test_pipe_send_to_a_closed_peer_is_epipe_without_sigpipe),
         cmocka_unit_test(test_pipe_writer_killed_mid_message_gives_eproto),
