@@ -16,7 +16,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -59,7 +58,7 @@ mp__conn_header(size_t len, uint8_t *hdr)
     return 12;
 }
 
-/* Decode the n header bytes peeked so far. Returns the header size with the payload length in
+/* Decode the n header bytes read so far. Returns the header size with the payload length in
  * *len, 0 when more bytes are needed, or -EPROTO for a negative length other than the escape
  * (Python silently reads such a frame as empty and loses its place in the stream). */
 static int
@@ -133,6 +132,12 @@ send_all(mp_conn *c, struct iovec *iov, int iovcnt, void *ctl, size_t ctllen, in
             int e = errno;
             if (e == EINTR && started)
                 continue;
+            /* Only if someone made the shared file description O_NONBLOCK. */
+            if (e == EAGAIN && started) {
+                struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+                poll(&p, 1, -1);
+                continue;
+            }
             if (e == EAGAIN && !started) {
                 r = wait_fd(c->fd, POLLOUT, &dl, timeout_ms);
                 if (r != 0)
@@ -275,6 +280,12 @@ read_payload(mp_conn *c, void *buf, size_t len)
         if (n <= 0) {
             if (n < 0 && errno == EINTR)
                 continue;
+            /* Only if someone made the shared file description O_NONBLOCK. */
+            if (n < 0 && errno == EAGAIN) {
+                struct pollfd p = {.fd = c->fd, .events = POLLIN};
+                poll(&p, 1, -1);
+                continue;
+            }
             return rx_fail(c, n == 0 || errno == ECONNRESET ? -EPROTO : -errno);
         }
         buf = (char *)buf + n;
@@ -539,7 +550,7 @@ mp_pipe_open(mp_conn **a, mp_conn **b, bool duplex)
         return -ENOMEM;
     }
     /* Python's Pipe(False) is an os.pipe(). A socketpair shut down in one direction gives the
-     * same one-way stream and keeps MSG_NOSIGNAL and MSG_PEEK, which pipes lack. */
+     * same one-way stream and keeps MSG_NOSIGNAL and SCM_RIGHTS, which pipes lack. */
     if (!duplex) {
         shutdown(sv[0], SHUT_WR);
         shutdown(sv[1], SHUT_RD);

@@ -125,6 +125,7 @@ send_big_child(void *arg)
 {
     peer *p = arg;
     mp_conn_close(p->other);
+    CHILD_CHECK(fcntl(mp_conn_fileno(p->mine), F_SETFL, O_NONBLOCK) == 0);
     /* Twice, with and without a deadline: the second goes through the MSG_DONTWAIT path. */
     CHILD_CHECK(send_pattern(p->mine, BIG, 3) == 0);
     uint8_t *buf = malloc(BIG);
@@ -150,6 +151,9 @@ test_pipe_message_larger_than_the_socket_buffer_arrives_whole(void **state)
     pid_t pid = th_fork(send_big_child, &p);
     assert_true(pid > 0);
     mp_conn_close(b);
+    /* Both ends non-blocking, as a peer sharing the file description may set them: the
+     * library must still wait instead of failing with EAGAIN in the middle of a message. */
+    assert_int_equal(fcntl(mp_conn_fileno(a), F_SETFL, O_NONBLOCK), 0);
     void *buf;
     size_t len;
     assert_int_equal(mp_conn_recv_bytes(a, &buf, &len, SIZE_MAX, 10000), 0);
