@@ -576,6 +576,75 @@ test_pipe_writer_killed_mid_message_gives_eproto(void **state)
     mp_conn_close(r);
 }
 
+/* Seeded random kills: a writer sends messages of random sizes and is SIGKILLed at its n-th
+ * send (after the first part of that message went out). The reader gets every message before
+ * intact and then MP_EOF or -EPROTO, never a hang or a corrupted message. */
+typedef struct kill_ctx {
+    peer p;
+    unsigned seed, nth;
+} kill_ctx;
+
+static size_t
+random_size(unsigned *seed)
+{
+    unsigned r = (unsigned)rand_r(seed);
+    return r % 4 == 0 ? 0 : r % 3 == 0 ? (size_t)(r % 600000) : (size_t)(r % 5000);
+}
+
+static int
+killed_writer_child(void *arg)
+{
+    kill_ctx *k = arg;
+    mp_conn_close(k->p.other);
+    mp__fault_arm("pipe.send.started", k->nth, NULL, NULL);
+    unsigned seed = k->seed;
+    static uint8_t buf[600000];
+    for (;;) {
+        size_t len = random_size(&seed);
+        pattern(buf, len, 6);
+        /* With a deadline the first sendmsg() does not block, so a large message is cut. */
+        CHILD_CHECK(mp_conn_send_bytes(k->p.mine, buf, len, 10000) == 0);
+    }
+}
+
+static void
+test_pipe_random_writer_kills_never_corrupt_or_hang_the_reader(void **state)
+{
+    (void)state;
+    if (!mp__fault_enabled())
+        skip();
+    unsigned cut = 0, rounds = 20;
+    for (unsigned round = 0; round < rounds; round++) {
+        mp_conn *r, *w;
+        open_pipe(&r, &w, false);
+        kill_ctx k = {.p = {.mine = w, .other = r}, .seed = 1000 + round, .nth = 1 + round % 7};
+        pid_t pid = th_fork(killed_writer_child, &k);
+        assert_true(pid > 0);
+        mp_conn_close(w);
+        unsigned seed = k.seed, got = 0;
+        int rc;
+        for (;;) {
+            void *buf;
+            size_t len, want = random_size(&seed);
+            rc = mp_conn_recv_bytes(r, &buf, &len, SIZE_MAX, 10000);
+            if (rc != 0)
+                break;
+            assert_int_equal(len, want);
+            assert_true(is_pattern(buf, len, 6));
+            mp_free(buf);
+            got++;
+        }
+        /* The n-th message was either cut (-EPROTO) or sent whole just before the kill. */
+        assert_true((rc == -EPROTO && got == k.nth - 1) || (rc == MP_EOF && got == k.nth));
+        cut += rc == -EPROTO;
+        int st = th_wait(pid, 30000);
+        assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        mp_conn_close(r);
+    }
+    /* Both kinds of death happened: between messages and inside one. */
+    assert_true(cut > 0 && cut < rounds);
+}
+
 /* ---- wait ------------------------------------------------------------------------------------ */
 
 typedef struct wait_ctx {
@@ -904,6 +973,7 @@ main(void)
         cmocka_unit_test(test_pipe_signal_interrupts_a_wait_with_eintr),
         cmocka_unit_test(test_pipe_send_to_a_closed_peer_is_epipe_without_sigpipe),
         cmocka_unit_test(test_pipe_writer_killed_mid_message_gives_eproto),
+        cmocka_unit_test(test_pipe_random_writer_kills_never_corrupt_or_hang_the_reader),
         cmocka_unit_test(test_pipe_wait_reports_ready_connections_and_a_sentinel),
         cmocka_unit_test(test_pipe_passes_fds_and_connection_ends_to_another_process),
         cmocka_unit_test(test_pipe_allocation_failure_leaves_nothing_behind),
