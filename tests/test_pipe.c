@@ -437,6 +437,61 @@ test_pipe_reader_polls_with_timeout_then_sees_eof_after_writer_exits(void **stat
     th_barrier_free(p.bar);
 }
 
+/* The peer closes while data we sent to it is unread: the kernel then reports ECONNRESET,
+ * which must not hide what the peer sent before, and ends as MP_EOF. */
+static void
+test_pipe_peer_closing_with_unread_data_still_delivers_then_eof(void **state)
+{
+    (void)state;
+    mp_conn *a, *b;
+    open_pipe(&a, &b, true);
+    assert_int_equal(mp_conn_send_bytes(a, "never read", 10, 0), 0);
+    assert_int_equal(mp_conn_send_bytes(b, "hello", 5, 0), 0);
+    assert_int_equal(mp_conn_send_bytes(b, "", 0, 0), 0);
+    mp_conn_close(b);
+    char got[8];
+    size_t len;
+    assert_int_equal(mp_conn_recv_bytes_into(a, got, sizeof got, &len, 1000), 0);
+    assert_int_equal(len, 5);
+    assert_memory_equal(got, "hello", 5);
+    assert_int_equal(mp_conn_recv_bytes_into(a, got, sizeof got, &len, 1000), 0);
+    assert_int_equal(len, 0);
+    assert_int_equal(mp_conn_recv_bytes_into(a, got, sizeof got, &len, 1000), MP_EOF);
+    assert_int_equal(mp_conn_recv_bytes_into(a, got, sizeof got, &len, MP_FOREVER), MP_EOF);
+    assert_int_equal(mp_conn_send_bytes(a, "x", 1, 0), -EPIPE);
+    mp_conn_close(a);
+}
+
+/* A plain fd received as a connection becomes a duplex end; a fd that is not a socket is
+ * refused and closed. */
+static void
+test_pipe_recv_conn_accepts_a_plain_socket_handle_and_refuses_others(void **state)
+{
+    (void)state;
+    mp_conn *a, *b, *x, *y, *z;
+    open_pipe(&a, &b, true);
+    open_pipe(&x, &y, true);
+    assert_int_equal(mp_conn_send_handle(a, mp_conn_fileno(x), 0), 0);
+    mp_conn_close(x);
+    assert_int_equal(mp_conn_recv_conn(b, &z, 1000), 0);
+    assert_true(mp_conn_readable(z) && mp_conn_writable(z));
+    assert_int_equal(mp_conn_send_bytes(y, "via z", 5, 0), 0);
+    char got[8];
+    size_t len;
+    assert_int_equal(mp_conn_recv_bytes_into(z, got, sizeof got, &len, 1000), 0);
+    assert_memory_equal(got, "via z", 5);
+    mp_conn_close(y);
+    mp_conn_close(z);
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    assert_int_equal(mp_conn_send_handle(a, p[0], 0), 0);
+    assert_int_equal(mp_conn_recv_conn(b, &z, 1000), -ENOTSOCK);
+    close(p[0]);
+    close(p[1]);
+    mp_conn_close(a);
+    mp_conn_close(b);
+}
+
 static void
 test_pipe_send_times_out_when_the_buffer_stays_full_and_keeps_frames_whole(void **state)
 {
@@ -970,6 +1025,8 @@ main(void)
         cmocka_unit_test(test_pipe_reader_polls_with_timeout_then_sees_eof_after_writer_exits),
         cmocka_unit_test(
             test_pipe_send_times_out_when_the_buffer_stays_full_and_keeps_frames_whole),
+        cmocka_unit_test(test_pipe_peer_closing_with_unread_data_still_delivers_then_eof),
+        cmocka_unit_test(test_pipe_recv_conn_accepts_a_plain_socket_handle_and_refuses_others),
         cmocka_unit_test(test_pipe_signal_interrupts_a_wait_with_eintr),
         cmocka_unit_test(test_pipe_send_to_a_closed_peer_is_epipe_without_sigpipe),
         cmocka_unit_test(test_pipe_writer_killed_mid_message_gives_eproto),
