@@ -276,8 +276,7 @@ MP_API int mp_conn_poll(mp_conn *c, int timeout_ms);
  * not NULL, ready[i] tells whether fds[i] is ready. Returns how many are ready, 0 when none
  * became ready within timeout_ms (also for MP_NOWAIT); -EBADF for a negative or closed fd,
  * -EINTR, -ENOMEM, -EINVAL for a bad timeout or NULL fds with n > 0. Never consumes data.
- * The send-only end of a one-way pipe always counts as ready (its receive side is shut down;
- * Python's pipe write end would wait for the reader to close). */
+ * A send-only end becomes ready when its reader has closed, as Python's pipe write end. */
 MP_API int mp_conn_wait(const int *fds, size_t n, bool *ready, int timeout_ms);
 
 /* mp_conn_send_handle - pass a duplicate of the open fd `handle` to the process holding the

@@ -549,12 +549,11 @@ mp_pipe_open(mp_conn **a, mp_conn **b, bool duplex)
         close(sv[1]);
         return -ENOMEM;
     }
-    /* Python's Pipe(False) is an os.pipe(). A socketpair shut down in one direction gives the
-     * same one-way stream and keeps MSG_NOSIGNAL and SCM_RIGHTS, which pipes lack. */
-    if (!duplex) {
-        shutdown(sv[0], SHUT_WR);
-        shutdown(sv[1], SHUT_RD);
-    }
+    /* Python's Pipe(False) is an os.pipe(); a socketpair keeps MSG_NOSIGNAL and SCM_RIGHTS,
+     * which pipes lack. The direction is enforced by the handles' flags only: shutting the
+     * socket down in the unused direction would make the send-only end poll as readable (at
+     * EOF) forever, so an event loop watching it would spin, whereas Python's pipe write end
+     * becomes ready only when the reader closes. */
     *a = ca;
     *b = cb;
     return 0;
