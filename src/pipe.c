@@ -40,10 +40,10 @@ struct mp_conn {
 #define HANDLE_BYTE 1
 #define CONN_BIT 0x80
 /* Payloads up to this size are copied behind the header and sent with send(). Measured on
- * the development VM (AMD EPYC): copy + send() beats sendmsg() with two iovecs by about 10%
- * up to 2 KiB, but is 30% slower from 3 KiB on, where memcpy switches to `rep movsb` and the
- * copy behind a 4-byte header is misaligned. */
-#define SMALL_MSG 1024
+ * the development VM (AMD EPYC): copy + send() beats sendmsg() with two iovecs by 100-200 ns
+ * at every size up to 4 KiB, provided the copy's destination is 64-byte aligned; copied right
+ * behind a 4-byte header it is 30% slower from 3 KiB on (memcpy's `rep movsb` path). */
+#define SMALL_MSG 4096
 
 /* ---- framing --------------------------------------------------------------------------------- */
 
@@ -181,15 +181,17 @@ mp_conn_send_bytes(mp_conn *c, const void *buf, size_t len, int timeout_ms)
     /* A small message is copied behind its header and goes out with send(), which is
      * cheaper than sendmsg() with two iovecs by more than the copy costs (CPython, too,
      * concatenates small messages). */
-    uint8_t frame[HDR_MAX + SMALL_MSG];
-    size_t hlen = mp__conn_header(len, frame);
     if (len <= SMALL_MSG) {
+        /* The payload starts at an aligned offset; its 4-byte header sits just before it. */
+        _Alignas(64) uint8_t frame[64 + SMALL_MSG];
+        mp__conn_header(len, frame + 60);
         if (len > 0)
-            memcpy(frame + hlen, buf, len);
-        struct iovec iov = {frame, hlen + len};
+            memcpy(frame + 64, buf, len);
+        struct iovec iov = {frame + 60, 4 + len};
         return send_all(c, &iov, 1, NULL, 0, timeout_ms);
     }
-    struct iovec iov[2] = {{frame, hlen}, {(void *)(uintptr_t)buf, len}};
+    uint8_t hdr[HDR_MAX];
+    struct iovec iov[2] = {{hdr, mp__conn_header(len, hdr)}, {(void *)(uintptr_t)buf, len}};
     return send_all(c, iov, 2, NULL, 0, timeout_ms);
 }
 
