@@ -367,6 +367,145 @@ MP_API int mp_barrier_n_waiting(mp_barrier *bar);
 MP_API int mp_barrier_broken(const mp_barrier *bar);
 
 /* ============================================================================================
+ * Pipe and Connection (Python's multiprocessing.Pipe, Connection, connection.wait and
+ * reduction.send_handle / recv_handle)
+ *
+ * A connection end wraps one AF_UNIX SOCK_STREAM socket. Messages use CPython's framing
+ * exactly (a 4-byte big-endian signed length, or -1 followed by an 8-byte big-endian length
+ * for payloads above 0x7fffffff), so a Python process holding the other end
+ * (multiprocessing.connection.Connection(fd)) can exchange send_bytes/recv_bytes messages with
+ * a C process. Message payloads are raw bytes; there is no pickle around them.
+ *
+ * No read-ahead: a receive reads exactly the next message's header and then exactly its
+ * payload, never a byte past it, so fork() never duplicates buffered messages and poll/epoll
+ * on the fd tell the truth. The only bytes a handle may hold are those of the next message's
+ * header (at most 12), after a receive that read them and then returned without the message
+ * (a timeout in the middle of a header, -EINTR, -EMSGSIZE, -ENOMEM); the next receive on the
+ * same handle continues with them, so nothing is lost. Such a handle must receive that message
+ * itself before its end is used by another process.
+ *
+ * Time: the timeout bounds the wait for a message to start: for a receive, until the next
+ * message's header has arrived; for a send, until the socket accepts the first bytes. Once the
+ * payload is under way the call finishes the message whatever the deadline says, blocking for
+ * as long as the peer needs, so a timeout never leaves half a message on the stream; only the
+ * peer closing (or dying) ends it early, and the stream is then unusable in that direction.
+ *
+ * Signals: sends use MSG_NOSIGNAL, so writing to a closed peer returns -EPIPE and never raises
+ * SIGPIPE; the library changes no signal disposition.
+ *
+ * Crossing fork(): the child inherits a copy of every handle and its fd. As with Python, each
+ * process should close the ends it does not use (EOF is only seen once every copy of the
+ * peer's end is closed). An end is one user at a time: at most one thread or process sends on
+ * it and one receives from it at any moment (a sender and a receiver may run concurrently).
+ * Several processes reading or writing one end need a lock around each call.
+ * ============================================================================================ */
+
+typedef struct mp_conn mp_conn;
+
+/* mp_pipe_open - Python's Pipe(duplex). Fills *a and *b with the two ends of a new
+ * connection. With duplex, both ends send and receive. Without, *a can only receive and *b can
+ * only send (as Python's Pipe(False)); using an end the wrong way gives -EBADF. The fds are
+ * O_CLOEXEC. Returns 0, -EINVAL (NULL arguments), -EMFILE/-ENFILE, -ENOMEM; on error nothing
+ * is left open and *a and *b are untouched. */
+MP_API int mp_pipe_open(mp_conn **a, mp_conn **b, bool duplex);
+
+/* mp_conn_open - Python's Connection(handle, readable, writable): wrap an existing fd, which
+ * must be an AF_UNIX SOCK_STREAM socket (for example one end of a socketpair or a fd received
+ * from a Python process). Takes ownership of fd only on success (mp_conn_close closes it).
+ * Returns 0; -EINVAL for a negative fd, NULL out, or neither readable nor writable;
+ * -ENOTSOCK or -EPROTOTYPE for an fd that is not an AF_UNIX stream socket; -ENOMEM. */
+MP_API int mp_conn_open(mp_conn **out, int fd, bool readable, bool writable);
+
+/* mp_conn_close - close this process's fd of the end and free the handle (Python's close()).
+ * Accepts NULL. The peer sees EOF once every copy of the end (in forked children too) is
+ * closed. */
+MP_API void mp_conn_close(mp_conn *c);
+
+/* mp_conn_fileno - the end's fd, for poll/epoll or mp_conn_wait (still owned by the handle).
+ * Returns -EINVAL for NULL. */
+MP_API int mp_conn_fileno(const mp_conn *c);
+
+/* mp_conn_readable / mp_conn_writable - whether the end may receive / send (Python's
+ * readable/writable). False for NULL. */
+MP_API bool mp_conn_readable(const mp_conn *c);
+MP_API bool mp_conn_writable(const mp_conn *c);
+
+/* mp_conn_send_bytes - send len bytes from buf as one message (Python's send_bytes; for a
+ * slice pass buf + offset and the size). len may be 0. Header and payload go out in one
+ * syscall when the socket has room. Blocks while the socket buffer is full; see "Time" above
+ * for what timeout_ms bounds.
+ * Returns 0; -EAGAIN (MP_NOWAIT) or -ETIMEDOUT when no byte could be written in time; -EINTR
+ * when a signal handler interrupted the wait before any byte was written; -EPIPE when the peer
+ * has closed (also for every send after a message was cut short); -EBADF on a receive-only
+ * end; -EINVAL for NULL arguments or a bad timeout. */
+MP_API int mp_conn_send_bytes(mp_conn *c, const void *buf, size_t len, int timeout_ms);
+
+/* mp_conn_recv_bytes - receive one message into a new buffer (Python's recv_bytes). On 0,
+ * *buf holds *len bytes (never NULL, even for an empty message; free with mp_free).
+ * maxlength: SIZE_MAX for no limit. A message longer than maxlength is NOT consumed: -EMSGSIZE
+ * with its length in *len and *buf NULL; the connection stays usable (better than Python,
+ * which makes it unreadable). Blocks until a message arrives (see "Time").
+ * Returns 0; MP_EOF when the peer closed and every message sent before was received;
+ * -EAGAIN/-ETIMEDOUT/-EINTR with no message lost; -ENOMEM (message kept); -EPROTO for a
+ * malformed header (a negative length other than -1), a peer that closed in the middle of a
+ * message, or a handle (mp_conn_send_handle) where a message was expected (the kernel drops
+ * its fd), after which every receive on this end returns -EPROTO; -EBADF on a send-only end;
+ * -EINVAL for NULL arguments or a bad timeout. */
+MP_API int mp_conn_recv_bytes(mp_conn *c, void **buf, size_t *len, size_t maxlength,
+                              int timeout_ms);
+
+/* mp_conn_recv_bytes_into - receive one message into the caller's buffer of cap bytes
+ * (Python's recv_bytes_into; for an offset pass buf + offset and the space left). On 0, *len is
+ * the message length. A message longer than cap is NOT consumed: -EMSGSIZE with the needed
+ * length in *len, so the caller can grow the buffer and call again (Python consumes it and
+ * raises BufferTooShort). Other results as mp_conn_recv_bytes. buf may be NULL when cap is 0. */
+MP_API int mp_conn_recv_bytes_into(mp_conn *c, void *buf, size_t cap, size_t *len,
+                                   int timeout_ms);
+
+/* mp_conn_poll - Python's poll(timeout): 1 when a receive would not block (a message, or EOF,
+ * is waiting), 0 when nothing came within timeout_ms (also for MP_NOWAIT). Never consumes
+ * anything. Returns -EBADF on a send-only end, -EINTR, -EINVAL for NULL or a bad timeout. */
+MP_API int mp_conn_poll(mp_conn *c, int timeout_ms);
+
+/* mp_conn_wait - Python's connection.wait(object_list, timeout): wait until at least one of n
+ * fds is ready, i.e. readable, at EOF/hang-up or in error. The fds are connection ends
+ * (mp_conn_fileno), process sentinels (mp_process_sentinel) or any pollable fd. When ready is
+ * not NULL, ready[i] tells whether fds[i] is ready. Returns how many are ready, 0 when none
+ * became ready within timeout_ms (also for MP_NOWAIT); -EBADF for a negative or closed fd,
+ * -EINTR, -ENOMEM, -EINVAL for a bad timeout or NULL fds with n > 0. Never consumes data.
+ * A send-only end becomes ready when its reader has closed, as Python's pipe write end. */
+MP_API int mp_conn_wait(const int *fds, size_t n, bool *ready, int timeout_ms);
+
+/* mp_conn_send_handle - pass a duplicate of the open fd `handle` to the process holding the
+ * other end (SCM_RIGHTS; Python's reduction.send_handle, with the same one-byte message, so a
+ * Python peer can recv_handle it). The caller keeps its own fd. Blocks as mp_conn_send_bytes.
+ * Returns 0, -EBADF (receive-only end, or handle not open), -EPIPE, -EAGAIN/-ETIMEDOUT/-EINTR,
+ * -EINVAL. */
+MP_API int mp_conn_send_handle(mp_conn *c, int handle, int timeout_ms);
+
+/* mp_conn_recv_handle - receive an fd sent by mp_conn_send_handle or mp_conn_send_conn (or
+ * Python's send_handle) into *handle; it is a new O_CLOEXEC fd owned by the caller. Blocks as
+ * mp_conn_recv_bytes. Returns 0; MP_EOF; -EAGAIN/-ETIMEDOUT/-EINTR with nothing consumed;
+ * -EPROTO when the next thing on the stream is not a handle (then nothing is consumed, and the
+ * message can still be received; this check peeks, which costs time proportional to the
+ * number of queued messages), or when the handle message carried no single fd, e.g.
+ * because this process had no fd left (the handle is lost); -EBADF on a send-only end;
+ * -EINVAL. */
+MP_API int mp_conn_recv_handle(mp_conn *c, int *handle, int timeout_ms);
+
+/* mp_conn_send_conn - send connection end `what` (its fd and its readable/writable flags)
+ * to the process on the other side of c, which rebuilds it with mp_conn_recv_conn (Python's
+ * sending of a Connection object). `what` stays open here; close it if this process has no
+ * further use for it. Results as mp_conn_send_handle. */
+MP_API int mp_conn_send_conn(mp_conn *c, const mp_conn *what, int timeout_ms);
+
+/* mp_conn_recv_conn - receive a connection end sent with mp_conn_send_conn into a new handle
+ * *out. A plain handle from send_handle is accepted as a duplex end if it is an AF_UNIX
+ * stream socket. Results as mp_conn_recv_handle, plus -ENOTSOCK/-EPROTOTYPE (the received fd
+ * is closed) and -ENOMEM. */
+MP_API int mp_conn_recv_conn(mp_conn *c, mp_conn **out, int timeout_ms);
+
+/* ============================================================================================
  * Shared memory (Python's multiprocessing.shared_memory: SharedMemory and ShareableList)
  *
  * A named POSIX shared memory segment under /dev/shm. Names are Python's: the string that

@@ -136,4 +136,9 @@ void mp__fault_disarm(void);
 /* mp__fault_enabled - 1 when fault points are compiled in. */
 int mp__fault_enabled(void);
 
+/* ---- pipe ------------------------------------------------------------------------------------
+ * mp__conn_header - encode CPython's send_bytes header for a payload of len bytes into hdr
+ * (at least 12 bytes); returns its size: 4, or 12 for the -1 escape above 0x7fffffff. */
+size_t mp__conn_header(size_t len, uint8_t *hdr);
+
 #endif /* MPIPC_INTERNAL_H */
