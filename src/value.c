@@ -1,0 +1,658 @@
+/*
+ * value.c - Value, Array, RawValue and RawArray (Python's sharedctypes).
+ *
+ * An object is one block of the shared arena. With its own lock the block starts with a
+ * recursive mp_lock (MP__LOCK_SIZE bytes, built in place) and the data follows on its own cache
+ * lines; a raw object or one sharing a caller's lock is just the data. The handle is
+ * process-local and records where the data is, the element type and which lock to take, so a
+ * Value is simply an array of one element and both types share every function here.
+ *
+ * Elements of 1, 2, 4 or 8 bytes (all the typecodes, and C types of those sizes) are always
+ * read and written with one __atomic load or store of their size, so that a locked access, a raw
+ * access and an atomic read-modify-write on the same element never form a data race. Loads
+ * acquire and stores release, which costs nothing on x86-64 and lets a raw value serve as a flag
+ * that publishes other data. Larger C types are copied with memcpy under the lock; without a
+ * lock their consistency is the caller's business, as in Python.
+ */
+#include "internal.h"
+
+#include "arena.h"
+#include "sync.h"
+
+#include <string.h>
+
+enum kind {
+    KIND_OTHER,    /* f, d, ?, c and C types by size: get/set only */
+    KIND_SIGNED,   /* b h i l q */
+    KIND_UNSIGNED, /* B H I L Q */
+};
+
+struct mp_value {
+    char *data;
+    size_t elem; /* element size in bytes */
+    size_t len;  /* number of elements; 1 for a Value */
+    enum kind kind;
+    char typecode;  /* 0 for a C type given by size */
+    mp_lock *lock;  /* the lock to take, NULL for a raw object */
+    mp_lock *own;   /* this handle's wrap of the object's own lock, or NULL */
+    void *block;    /* the arena block, freed by the opening process only */
+    size_t block_size;
+};
+
+/* An array handle is a value handle with another name, so that the public types stay distinct. */
+struct mp_array {
+    struct mp_value o;
+};
+
+typedef struct mp_value obj;
+
+/* The typecode's element size and kind; 0 for an unknown typecode. */
+static size_t
+type_of(char tc, enum kind *kind)
+{
+    *kind = KIND_OTHER;
+    switch (tc) {
+    case 'c':
+        return sizeof(char);
+    case '?':
+        return sizeof(bool);
+    case 'f':
+        return sizeof(float);
+    case 'd':
+        return sizeof(double);
+    case 'b':
+    case 'h':
+    case 'i':
+    case 'l':
+    case 'q':
+        *kind = KIND_SIGNED;
+        break;
+    case 'B':
+    case 'H':
+    case 'I':
+    case 'L':
+    case 'Q':
+        *kind = KIND_UNSIGNED;
+        break;
+    default:
+        return 0;
+    }
+    switch (tc) {
+    case 'b':
+    case 'B':
+        return sizeof(signed char);
+    case 'h':
+    case 'H':
+        return sizeof(short);
+    case 'i':
+    case 'I':
+        return sizeof(int);
+    case 'l':
+    case 'L':
+        return sizeof(long);
+    default:
+        return sizeof(long long);
+    }
+}
+
+static int
+obj_open(obj **out, char tc, size_t len, const mp_value_opts *opts)
+{
+    if (out == NULL)
+        return -EINVAL;
+    *out = NULL;
+    static const mp_value_opts defaults = {0};
+    if (opts == NULL)
+        opts = &defaults;
+    if (opts->raw && opts->lock != NULL)
+        return -EINVAL;
+    enum kind kind;
+    size_t elem = opts->size;
+    if (tc != 0) {
+        elem = type_of(tc, &kind);
+        if (elem == 0)
+            return MP_ETYPE;
+        if (opts->size != 0 && opts->size != elem)
+            return -EINVAL;
+    } else {
+        kind = KIND_OTHER;
+        if (elem == 0)
+            return -EINVAL;
+    }
+    bool own_lock = !opts->raw && opts->lock == NULL;
+    size_t off = own_lock ? MP__LOCK_SIZE : 0;
+    if (len > (SIZE_MAX - off) / elem)
+        return -ENOMEM;
+    size_t bytes = len * elem;
+    /* An empty raw array still gets a block, so that every object has one. */
+    size_t block_size = off + bytes > 0 ? off + bytes : 1;
+
+    obj *o = mp__calloc(1, sizeof *o);
+    if (o == NULL)
+        return -ENOMEM;
+    int r = mp__arena_alloc(block_size, &o->block);
+    if (r != 0) {
+        mp__free(o);
+        return r;
+    }
+    if (own_lock) {
+        r = mp__lock_init_at(o->block, true);
+        if (r == 0)
+            r = mp__lock_wrap(&o->own, o->block);
+        if (r != 0) {
+            mp__arena_free(o->block, block_size);
+            mp__free(o);
+            return r;
+        }
+    }
+    o->data = (char *)o->block + off;
+    o->elem = elem;
+    o->len = len;
+    o->kind = kind;
+    o->typecode = tc;
+    o->lock = own_lock ? o->own : opts->lock;
+    o->block_size = block_size;
+    /* Nobody else can see the block yet, so a plain copy is enough; fresh blocks are zeroed. */
+    if (opts->init != NULL && bytes > 0)
+        memcpy(o->data, opts->init, bytes);
+    *out = o;
+    return 0;
+}
+
+static void
+obj_close(obj *o)
+{
+    if (o == NULL)
+        return;
+    mp_lock_close(o->own); /* a wrap: frees the handle only */
+    /* Both free only in the process that allocated the block (arena.h). Freeing through the
+     * lock's header first marks the lock dead, so stale handles elsewhere get -EBADF. */
+    if (o->own != NULL)
+        mp__sync_free(o->block, o->block_size);
+    else
+        mp__arena_free(o->block, o->block_size);
+    mp__free(o);
+}
+
+/* ---- element access ------------------------------------------------------------------------------
+ * One atomic load or store per element where the size allows it (see the top of the file). */
+
+static inline void
+load_elem(void *dst, const char *src, size_t n)
+{
+    switch (n) {
+    case 1:
+        *(uint8_t *)dst = __atomic_load_n((const uint8_t *)src, __ATOMIC_ACQUIRE);
+        break;
+    case 2: {
+        uint16_t x = __atomic_load_n((const uint16_t *)(const void *)src, __ATOMIC_ACQUIRE);
+        memcpy(dst, &x, 2);
+        break;
+    }
+    case 4: {
+        uint32_t x = __atomic_load_n((const uint32_t *)(const void *)src, __ATOMIC_ACQUIRE);
+        memcpy(dst, &x, 4);
+        break;
+    }
+    case 8: {
+        uint64_t x = __atomic_load_n((const uint64_t *)(const void *)src, __ATOMIC_ACQUIRE);
+        memcpy(dst, &x, 8);
+        break;
+    }
+    default:
+        memcpy(dst, src, n);
+    }
+}
+
+static inline void
+store_elem(char *dst, const void *src, size_t n)
+{
+    switch (n) {
+    case 1:
+        __atomic_store_n((uint8_t *)dst, *(const uint8_t *)src, __ATOMIC_RELEASE);
+        break;
+    case 2: {
+        uint16_t x;
+        memcpy(&x, src, 2);
+        __atomic_store_n((uint16_t *)(void *)dst, x, __ATOMIC_RELEASE);
+        break;
+    }
+    case 4: {
+        uint32_t x;
+        memcpy(&x, src, 4);
+        __atomic_store_n((uint32_t *)(void *)dst, x, __ATOMIC_RELEASE);
+        break;
+    }
+    case 8: {
+        uint64_t x;
+        memcpy(&x, src, 8);
+        __atomic_store_n((uint64_t *)(void *)dst, x, __ATOMIC_RELEASE);
+        break;
+    }
+    default:
+        memcpy(dst, src, n);
+    }
+}
+
+/* Elements are either power-of-two sized and naturally aligned (the block is aligned to at least
+ * 16 bytes), or copied whole. */
+static void
+load_elems(void *dst, const char *src, size_t n, size_t elem)
+{
+    if (elem != 1 && elem != 2 && elem != 4 && elem != 8) {
+        memcpy(dst, src, n * elem);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        load_elem((char *)dst + i * elem, src + i * elem, elem);
+}
+
+static void
+store_elems(char *dst, const void *src, size_t n, size_t elem)
+{
+    if (elem != 1 && elem != 2 && elem != 4 && elem != 8) {
+        memcpy(dst, src, n * elem);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        store_elem(dst + i * elem, (const char *)src + i * elem, elem);
+}
+
+/* Take the object's lock, if it has one: 0, MP_OWNERDEAD or the lock's error. */
+static inline int
+take(const obj *o)
+{
+    return o->lock != NULL ? mp_lock_acquire(o->lock, MP_FOREVER) : 0;
+}
+
+static inline void
+drop(const obj *o)
+{
+    if (o->lock != NULL)
+        mp_lock_release(o->lock);
+}
+
+/* Python's index rule: negative counts from the end. */
+static inline int
+locate(const obj *o, ptrdiff_t index, char **p)
+{
+    if (index < 0)
+        index += (ptrdiff_t)o->len;
+    if (index < 0 || (size_t)index >= o->len)
+        return -ERANGE;
+    *p = o->data + (size_t)index * o->elem;
+    return 0;
+}
+
+static int
+obj_get(obj *o, ptrdiff_t index, void *out, size_t size)
+{
+    char *p;
+    if (MP__UNLIKELY(o == NULL || out == NULL))
+        return -EINVAL;
+    if (MP__UNLIKELY(size != o->elem))
+        return MP_ETYPE;
+    int r = locate(o, index, &p);
+    if (MP__UNLIKELY(r != 0))
+        return r;
+    if (MP__UNLIKELY((r = take(o)) < 0))
+        return r;
+    load_elem(out, p, size);
+    drop(o);
+    return r;
+}
+
+static int
+obj_set(obj *o, ptrdiff_t index, const void *in, size_t size)
+{
+    char *p;
+    if (MP__UNLIKELY(o == NULL || in == NULL))
+        return -EINVAL;
+    if (MP__UNLIKELY(size != o->elem))
+        return MP_ETYPE;
+    int r = locate(o, index, &p);
+    if (MP__UNLIKELY(r != 0))
+        return r;
+    if (MP__UNLIKELY((r = take(o)) < 0))
+        return r;
+    store_elem(p, in, size);
+    drop(o);
+    return r;
+}
+
+/* ---- atomics ----------------------------------------------------------------------------------- */
+
+/* The element's bits widened to int64_t: sign-extended for signed types, zero-extended for
+ * unsigned ones (a 64-bit unsigned value keeps its bit pattern). */
+static int64_t
+widen(const obj *o, uint64_t bits)
+{
+    unsigned shift = 64 - 8 * (unsigned)o->elem;
+    if (shift == 0)
+        return (int64_t)bits;
+    if (o->kind == KIND_SIGNED)
+        return (int64_t)(bits << shift) >> shift;
+    return (int64_t)(bits & (~(uint64_t)0 >> shift));
+}
+
+/* Whether v is a value of the element's type (a 64-bit unsigned type takes any bit pattern). */
+static bool
+fits(const obj *o, int64_t v)
+{
+    if (o->elem == 8)
+        return true;
+    unsigned bits = 8 * (unsigned)o->elem;
+    if (o->kind == KIND_SIGNED)
+        return v >= -((int64_t)1 << (bits - 1)) && v < ((int64_t)1 << (bits - 1));
+    return v >= 0 && v < ((int64_t)1 << bits);
+}
+
+static inline int
+atomic_elem(obj *o, ptrdiff_t index, char **p)
+{
+    if (MP__UNLIKELY(o == NULL))
+        return -EINVAL;
+    if (MP__UNLIKELY(o->kind == KIND_OTHER))
+        return MP_ETYPE;
+    return locate(o, index, p);
+}
+
+/* Run OP with T the unsigned type of the element's size; P is the element as a T pointer. */
+#define BY_SIZE(o, p, OP)                                                                          \
+    switch ((o)->elem) {                                                                           \
+    case 1:                                                                                        \
+        OP(uint8_t, (uint8_t *)(p));                                                               \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        OP(uint16_t, (uint16_t *)(void *)(p));                                                     \
+        break;                                                                                     \
+    case 4:                                                                                        \
+        OP(uint32_t, (uint32_t *)(void *)(p));                                                     \
+        break;                                                                                     \
+    default:                                                                                       \
+        OP(uint64_t, (uint64_t *)(void *)(p));                                                     \
+        break;                                                                                     \
+    }
+
+static int
+obj_fetch_add(obj *o, ptrdiff_t index, int64_t delta, int64_t *old)
+{
+    char *p;
+    int r = atomic_elem(o, index, &p);
+    if (MP__UNLIKELY(r != 0))
+        return r;
+    uint64_t prev = 0;
+    /* Unsigned arithmetic wraps, which is also two's-complement addition for signed types. */
+#define FETCH_ADD(T, P) prev = __atomic_fetch_add(P, (T)delta, __ATOMIC_SEQ_CST)
+    BY_SIZE(o, p, FETCH_ADD)
+#undef FETCH_ADD
+    if (old != NULL)
+        *old = widen(o, prev);
+    return 0;
+}
+
+static int
+obj_exchange(obj *o, ptrdiff_t index, int64_t desired, int64_t *old)
+{
+    char *p;
+    int r = atomic_elem(o, index, &p);
+    if (MP__UNLIKELY(r != 0))
+        return r;
+    if (!fits(o, desired))
+        return -EOVERFLOW;
+    uint64_t prev = 0;
+#define EXCHANGE(T, P) prev = __atomic_exchange_n(P, (T)desired, __ATOMIC_SEQ_CST)
+    BY_SIZE(o, p, EXCHANGE)
+#undef EXCHANGE
+    if (old != NULL)
+        *old = widen(o, prev);
+    return 0;
+}
+
+static int
+obj_compare_exchange(obj *o, ptrdiff_t index, int64_t *expected, int64_t desired)
+{
+    char *p;
+    if (expected == NULL)
+        return -EINVAL;
+    int r = atomic_elem(o, index, &p);
+    if (MP__UNLIKELY(r != 0))
+        return r;
+    if (!fits(o, *expected) || !fits(o, desired))
+        return -EOVERFLOW;
+    uint64_t cur = 0;
+    bool done = false;
+#define CMPXCHG(T, P)                                                                              \
+    do {                                                                                           \
+        T e = (T)*expected;                                                                        \
+        done = __atomic_compare_exchange_n(P, &e, (T)desired, false, __ATOMIC_SEQ_CST,             \
+                                           __ATOMIC_SEQ_CST);                                      \
+        cur = e;                                                                                   \
+    } while (0)
+    BY_SIZE(o, p, CMPXCHG)
+#undef CMPXCHG
+    if (!done)
+        *expected = widen(o, cur);
+    return done ? 1 : 0;
+}
+
+/* ---- Value ------------------------------------------------------------------------------------- */
+
+int
+mp_value_open(mp_value **out, char typecode, const mp_value_opts *opts)
+{
+    return obj_open(out, typecode, 1, opts);
+}
+
+void
+mp_value_close(mp_value *v)
+{
+    obj_close(v);
+}
+
+int
+mp_value_get(mp_value *v, void *out, size_t size)
+{
+    return obj_get(v, 0, out, size);
+}
+
+int
+mp_value_set(mp_value *v, const void *in, size_t size)
+{
+    return obj_set(v, 0, in, size);
+}
+
+int
+mp_value_fetch_add(mp_value *v, int64_t delta, int64_t *old)
+{
+    return obj_fetch_add(v, 0, delta, old);
+}
+
+int
+mp_value_exchange(mp_value *v, int64_t desired, int64_t *old)
+{
+    return obj_exchange(v, 0, desired, old);
+}
+
+int
+mp_value_compare_exchange(mp_value *v, int64_t *expected, int64_t desired)
+{
+    return obj_compare_exchange(v, 0, expected, desired);
+}
+
+mp_lock *
+mp_value_get_lock(const mp_value *v)
+{
+    return v != NULL ? v->lock : NULL;
+}
+
+void *
+mp_value_ptr(const mp_value *v)
+{
+    return v != NULL ? v->data : NULL;
+}
+
+/* ---- Array ------------------------------------------------------------------------------------- */
+
+/* Python's slice bounds: negative ones count from the end, both clamp to [0, len]. */
+static size_t
+clamp_bound(ptrdiff_t i, size_t len)
+{
+    if (i < 0) {
+        i += (ptrdiff_t)len;
+        return i < 0 ? 0 : (size_t)i;
+    }
+    return (size_t)i > len ? len : (size_t)i;
+}
+
+static void
+slice_of(const obj *o, ptrdiff_t start, ptrdiff_t stop, size_t *first, size_t *n)
+{
+    size_t s = clamp_bound(start, o->len), e = clamp_bound(stop, o->len);
+    *first = s;
+    *n = e > s ? e - s : 0;
+}
+
+int
+mp_array_open(mp_array **out, char typecode, size_t length, const mp_value_opts *opts)
+{
+    obj *o = NULL;
+    int r = obj_open(&o, typecode, length, opts);
+    if (out != NULL)
+        *out = (mp_array *)o;
+    return r;
+}
+
+void
+mp_array_close(mp_array *a)
+{
+    obj_close(a != NULL ? &a->o : NULL);
+}
+
+size_t
+mp_array_len(const mp_array *a)
+{
+    return a != NULL ? a->o.len : 0;
+}
+
+int
+mp_array_get(mp_array *a, ptrdiff_t index, void *out, size_t size)
+{
+    return obj_get(a != NULL ? &a->o : NULL, index, out, size);
+}
+
+int
+mp_array_set(mp_array *a, ptrdiff_t index, const void *in, size_t size)
+{
+    return obj_set(a != NULL ? &a->o : NULL, index, in, size);
+}
+
+ssize_t
+mp_array_get_slice(mp_array *a, ptrdiff_t start, ptrdiff_t stop, void *out, size_t cap)
+{
+    if (a == NULL || (out == NULL && cap > 0))
+        return -EINVAL;
+    obj *o = &a->o;
+    size_t first, n;
+    slice_of(o, start, stop, &first, &n);
+    if (cap < n * o->elem)
+        return -EMSGSIZE;
+    int r = take(o);
+    if (r < 0)
+        return r;
+    load_elems(out, o->data + first * o->elem, n, o->elem);
+    drop(o);
+    return (ssize_t)n;
+}
+
+int
+mp_array_set_slice(mp_array *a, ptrdiff_t start, ptrdiff_t stop, const void *in, size_t size)
+{
+    if (a == NULL || (in == NULL && size > 0))
+        return -EINVAL;
+    obj *o = &a->o;
+    size_t first, n;
+    slice_of(o, start, stop, &first, &n);
+    if (size != n * o->elem)
+        return -EINVAL;
+    int r = take(o);
+    if (r < 0)
+        return r;
+    store_elems(o->data + first * o->elem, in, n, o->elem);
+    drop(o);
+    return r;
+}
+
+ssize_t
+mp_array_get_string(mp_array *a, char *buf, size_t cap)
+{
+    if (a == NULL || buf == NULL)
+        return -EINVAL;
+    obj *o = &a->o;
+    if (o->typecode != 'c')
+        return MP_ETYPE;
+    int r = take(o);
+    if (r < 0)
+        return r;
+    size_t n = 0;
+    while (n < o->len && __atomic_load_n((const uint8_t *)o->data + n, __ATOMIC_RELAXED) != 0)
+        n++;
+    if (cap < n + 1) {
+        drop(o);
+        return -EMSGSIZE;
+    }
+    load_elems(buf, o->data, n, 1);
+    buf[n] = '\0';
+    drop(o);
+    return (ssize_t)n;
+}
+
+int
+mp_array_set_string(mp_array *a, const char *s, size_t len)
+{
+    if (a == NULL || (s == NULL && len > 0))
+        return -EINVAL;
+    obj *o = &a->o;
+    if (o->typecode != 'c')
+        return MP_ETYPE;
+    if (len > o->len)
+        return -EINVAL;
+    int r = take(o);
+    if (r < 0)
+        return r;
+    store_elems(o->data, s, len, 1);
+    if (len < o->len)
+        __atomic_store_n((uint8_t *)o->data + len, 0, __ATOMIC_RELEASE);
+    drop(o);
+    return r;
+}
+
+int
+mp_array_fetch_add(mp_array *a, ptrdiff_t index, int64_t delta, int64_t *old)
+{
+    return obj_fetch_add(a != NULL ? &a->o : NULL, index, delta, old);
+}
+
+int
+mp_array_exchange(mp_array *a, ptrdiff_t index, int64_t desired, int64_t *old)
+{
+    return obj_exchange(a != NULL ? &a->o : NULL, index, desired, old);
+}
+
+int
+mp_array_compare_exchange(mp_array *a, ptrdiff_t index, int64_t *expected, int64_t desired)
+{
+    return obj_compare_exchange(a != NULL ? &a->o : NULL, index, expected, desired);
+}
+
+mp_lock *
+mp_array_get_lock(const mp_array *a)
+{
+    return a != NULL ? a->o.lock : NULL;
+}
+
+void *
+mp_array_ptr(const mp_array *a)
+{
+    return a != NULL ? a->o.data : NULL;
+}
