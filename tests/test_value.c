@@ -372,12 +372,16 @@ test_four_processes_locked_increments_end_exact(void **state)
     shared_free();
 }
 
+/* Ten times the locked count: the lock-free loop is so short that with fewer iterations the
+ * processes might barely overlap, and a broken atomic would go unnoticed. */
+#define ATOMIC_ITERS (10 * ITERS)
+
 static int
 atomic_child(void *arg)
 {
     (void)arg;
     CHILD_CHECK(th_barrier_wait(S->tb) == 0);
-    for (int i = 0; i < ITERS; i++) {
+    for (int i = 0; i < ATOMIC_ITERS; i++) {
         CHILD_CHECK(mp_value_fetch_add(S->v, 1, NULL) == 0);
         /* A compare-exchange loop increments the array's 16-bit element 0 (wrapping). */
         int64_t cur = 0;
@@ -407,11 +411,11 @@ test_atomics_are_exact_without_a_lock(void **state)
         assert_child_ok(c[i]);
     unsigned x;
     assert_int_equal(mp_value_get(S->v, &x, sizeof x), 0);
-    assert_int_equal(x, PROCS * ITERS);
+    assert_int_equal(x, PROCS * ATOMIC_ITERS);
     unsigned short h[2];
     assert_int_equal(mp_array_get_slice(S->a, 0, 2, h, sizeof h), 2);
-    assert_int_equal(h[0], (unsigned short)(PROCS * ITERS));
-    assert_int_equal(h[1], (unsigned short)(-(PROCS * ITERS)));
+    assert_int_equal(h[0], (unsigned short)(PROCS * ATOMIC_ITERS));
+    assert_int_equal(h[1], (unsigned short)(-(PROCS * ATOMIC_ITERS)));
     mp_value_close(S->v);
     mp_array_close(S->a);
     shared_free();
