@@ -400,7 +400,6 @@ static void
 test_atomics_are_exact_without_a_lock(void **state)
 {
     (void)state;
-    SKIP_UNDER_TSAN();
     shared_new(PROCS);
     assert_int_equal(mp_value_open(&S->v, 'I', &(mp_value_opts){.raw = true}), 0);
     assert_int_equal(mp_array_open(&S->a, 'H', 2, NULL), 0);
