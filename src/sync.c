@@ -26,11 +26,21 @@
 
 /* ---- shared by every sync object ------------------------------------------------------------- */
 
+/* Generations for objects built in zeroed memory. The arena zero-fills a block when it hands it
+ * out again, which erases the generation its previous object left there; without this counter
+ * the new object would get that same first generation, and a stale handle to the old object
+ * would pass its check and use the new one. Only the allocating process reuses a block, so a
+ * counter of that process is enough to keep the generations of one block apart. */
+static _Atomic uint32_t fresh_gen;
+
 uint32_t
 mp__sync_hdr_init(mp__sync_hdr *h, uint32_t kind)
 {
     uint32_t g = atomic_load_explicit(&h->gen, memory_order_relaxed);
-    g += (g & 1) ? 2 : 1; /* odd, and never the generation a stale handle may hold */
+    if (g == 0)
+        g = atomic_fetch_add_explicit(&fresh_gen, 2, memory_order_relaxed) | 1;
+    else
+        g += (g & 1) ? 2 : 1; /* odd, and never the generation a stale handle may hold */
     h->kind = kind;
     atomic_store_explicit(&h->gen, g, memory_order_release);
     return g;

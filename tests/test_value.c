@@ -720,9 +720,16 @@ test_only_the_creator_frees_and_stale_locked_handles_get_ebadf(void **state)
     assert_true(mp__arena_owns(mp_value_ptr(S->v)));
     pid_t c = th_fork(stale_child, NULL);
     assert_true(c > 0);
+    void *old = mp_value_ptr(S->v);
     mp_value_close(S->v);
+    /* The block is reused at once by a new value: the child's stale handle must still see that
+     * its object is gone, not take the new object's lock. */
+    mp_value *v2;
+    assert_int_equal(mp_value_open(&v2, 'i', NULL), 0);
+    assert_ptr_equal(mp_value_ptr(v2), old);
     assert_int_equal(th_barrier_wait(S->tb), 0);
     assert_child_ok(c);
+    mp_value_close(v2);
     shared_free();
 }
 
