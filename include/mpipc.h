@@ -404,8 +404,8 @@ MP_API int mp_barrier_broken(const mp_barrier *bar);
  * of the handle (as in Python, there is no other way to share them). Only the process that
  * opened an object frees it, in its close, which must come after every other process has
  * finished with it (join the children first, as in Python); a close in any other process frees
- * only its handle. A locked object used after its creator freed it gets -EBADF from the lock
- * until the memory is reused; a raw one has no such check.
+ * only its handle. A locked object used after its creator freed it gets -EBADF from its lock's
+ * generation check (unless the memory now holds unrelated data); a raw one has no such check.
  * Thread safety: objects may be used from several threads of a process as well as from several
  * processes.
  * ============================================================================================ */

@@ -32,10 +32,10 @@ struct mp_value {
     size_t elem; /* element size in bytes */
     size_t len;  /* number of elements; 1 for a Value */
     enum kind kind;
-    char typecode;  /* 0 for a C type given by size */
-    mp_lock *lock;  /* the lock to take, NULL for a raw object */
-    mp_lock *own;   /* this handle's wrap of the object's own lock, or NULL */
-    void *block;    /* the arena block, freed by the opening process only */
+    char typecode; /* 0 for a C type given by size */
+    mp_lock *lock; /* the lock to take, NULL for a raw object */
+    mp_lock *own;  /* this handle's wrap of the object's own lock, or NULL */
+    void *block;   /* the arena block, freed by the opening process only */
     size_t block_size;
 };
 
@@ -174,7 +174,7 @@ obj_close(obj *o)
     mp__free(o);
 }
 
-/* ---- element access ------------------------------------------------------------------------------
+/* ---- element access -----------------------------------------------------------------------------
  * One atomic load or store per element where the size allows it (see the top of the file). */
 
 static inline void
@@ -320,7 +320,7 @@ obj_set(obj *o, ptrdiff_t index, const void *in, size_t size)
     return r;
 }
 
-/* ---- atomics ----------------------------------------------------------------------------------- */
+/* ---- atomics --------------------------------------------------------------------------------- */
 
 /* The element's bits widened to int64_t: sign-extended for signed types, zero-extended for
  * unsigned ones (a 64-bit unsigned value keeps its bit pattern). */
@@ -436,7 +436,7 @@ obj_compare_exchange(obj *o, ptrdiff_t index, int64_t *expected, int64_t desired
     return done ? 1 : 0;
 }
 
-/* ---- Value ------------------------------------------------------------------------------------- */
+/* ---- Value ----------------------------------------------------------------------------------- */
 
 int
 mp_value_open(mp_value **out, char typecode, const mp_value_opts *opts)
@@ -492,7 +492,7 @@ mp_value_ptr(const mp_value *v)
     return v != NULL ? v->data : NULL;
 }
 
-/* ---- Array ------------------------------------------------------------------------------------- */
+/* ---- Array ----------------------------------------------------------------------------------- */
 
 /* Python's slice bounds: negative ones count from the end, both clamp to [0, len]. */
 static size_t

@@ -61,7 +61,7 @@ shared_free(void)
     S = NULL;
 }
 
-/* ---- every typecode through a child ------------------------------------------------------------ */
+/* ---- every typecode through a child ---------------------------------------------------------- */
 
 /* Two distinct values of each type, as the bytes of that type: the parent initialises with the
  * first, the child checks it and stores the second, the parent checks the second. The extremes
@@ -214,8 +214,19 @@ test_values_start_zeroed_and_typecode_sizes_match_c(void **state)
 {
     (void)state;
     const char *codes = "cbBhHiIlLqQfd?";
-    const size_t sizes[] = {1, 1, 1, sizeof(short), sizeof(short), sizeof(int), sizeof(int),
-                            sizeof(long), sizeof(long), 8, 8, sizeof(float), sizeof(double),
+    const size_t sizes[] = {1,
+                            1,
+                            1,
+                            sizeof(short),
+                            sizeof(short),
+                            sizeof(int),
+                            sizeof(int),
+                            sizeof(long),
+                            sizeof(long),
+                            8,
+                            8,
+                            sizeof(float),
+                            sizeof(double),
                             sizeof(bool)};
     for (size_t i = 0; codes[i] != '\0'; i++) {
         mp_value *v;
@@ -243,7 +254,7 @@ test_values_start_zeroed_and_typecode_sizes_match_c(void **state)
     }
 }
 
-/* ---- lock modes -------------------------------------------------------------------------------- */
+/* ---- lock modes ------------------------------------------------------------------------------ */
 
 static int
 hold_shared_lock_child(void *arg)
@@ -330,7 +341,7 @@ test_lock_modes_own_recursive_raw_and_shared(void **state)
     mp_lock_close(l); /* after the objects that share it */
 }
 
-/* ---- counters: locked and atomic ----------------------------------------------------------------- */
+/* ---- counters: locked and atomic ------------------------------------------------------------- */
 
 #define PROCS 4
 #define ITERS 100000
@@ -480,7 +491,7 @@ test_atomics_widen_wrap_and_check_their_operands(void **state)
     mp_value_close(d);
 }
 
-/* ---- arrays: slices and strings ------------------------------------------------------------------ */
+/* ---- arrays: slices and strings -------------------------------------------------------------- */
 
 static void
 test_array_slices_follow_python_bounds(void **state)
@@ -557,7 +568,7 @@ test_char_array_value_and_raw_as_python(void **state)
     mp_array_close(i);
 }
 
-/* ---- bad input writes nothing --------------------------------------------------------------------- */
+/* ---- bad input writes nothing ---------------------------------------------------------------- */
 
 static void
 test_bad_input_returns_errors_and_writes_nothing(void **state)
@@ -607,7 +618,7 @@ test_bad_input_returns_errors_and_writes_nothing(void **state)
     mp_array_close(NULL);
 }
 
-/* ---- a killed lock holder --------------------------------------------------------------------------- */
+/* ---- a killed lock holder -------------------------------------------------------------------- */
 
 static int
 die_holding_value_lock_child(void *arg)
@@ -643,7 +654,7 @@ test_child_killed_holding_the_lock_does_not_block_the_parent(void **state)
     shared_free();
 }
 
-/* ---- many values, ownership ----------------------------------------------------------------------- */
+/* ---- many values, ownership ------------------------------------------------------------------ */
 
 static int
 count_maps(void)
@@ -733,7 +744,7 @@ test_only_the_creator_frees_and_stale_locked_handles_get_ebadf(void **state)
     shared_free();
 }
 
-/* ---- allocation failures ------------------------------------------------------------------------- */
+/* ---- allocation failures --------------------------------------------------------------------- */
 
 static void
 test_every_open_fails_cleanly_when_allocation_fails(void **state)
@@ -764,7 +775,7 @@ test_every_open_fails_cleanly_when_allocation_fails(void **state)
     mp_lock_close(l);
 }
 
-/* ---- threads of one process (what ThreadSanitizer can check) ---------------------------------- */
+/* ---- threads of one process (what ThreadSanitizer can check) --------------------------------- */
 
 #define THREADS 4
 #define THREAD_ITERS 20000
