@@ -27,16 +27,30 @@ typedef struct incr_ops {
 } incr_ops;
 
 /* The value's lock held around a read-modify-write of the value through its data pointer: what a
- * C program writes for Python's `with v.get_lock(): v.value += 1`. */
+ * C program writes for Python's `with v.get_lock(): v.value += 1`, fetching the lock and the
+ * pointer once. */
+typedef struct locked_ptr {
+    mp_value *v;
+    mp_lock *lock;
+    long *p;
+} locked_ptr;
+
 static int
 locked_ptr_incr(void *o)
 {
-    mp_value *v = o;
-    mp_lock *l = mp_value_get_lock(v);
-    if (mp_lock_acquire(l, MP_FOREVER) != 0)
+    locked_ptr *lp = o;
+    if (mp_lock_acquire(lp->lock, MP_FOREVER) != 0)
         return 1;
-    (*(long *)mp_value_ptr(v))++;
-    return mp_lock_release(l);
+    (*lp->p)++;
+    return mp_lock_release(lp->lock);
+}
+
+static long
+locked_ptr_read(void *o)
+{
+    long x = -1;
+    mp_value_get(((locked_ptr *)o)->v, &x, sizeof x);
+    return x;
 }
 
 /* Python's pattern literally: the lock held, and the get and the set each re-taking it. */
@@ -226,7 +240,8 @@ bench_suite_value(const bench_config *cfg)
         printf("value: set-up failed\n");
         return;
     }
-    incr_ops lp = {locked_ptr_incr, value_read, v};
+    locked_ptr lpo = {v, mp_value_get_lock(v), mp_value_ptr(v)};
+    incr_ops lp = {locked_ptr_incr, locked_ptr_read, &lpo};
     incr_ops lgs = {locked_getset_incr, value_read, v};
     incr_ops at = {atomic_incr, value_read, v};
     incr_ops bm = {bare_mutex_incr, bare_read, b};

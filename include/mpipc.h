@@ -381,10 +381,12 @@ MP_API int mp_barrier_broken(const mp_barrier *bar);
  * recursive lock (an mp_lock, returned by mp_value_get_lock / mp_array_get_lock and usable with
  * the sync API); `.raw` gives an object with no lock (RawValue/RawArray); `.lock` shares an
  * existing Lock or RLock, which must stay open as long as the object. Every get/set/slice/string
- * call takes the lock (if any) for that one access, blocking as long as it takes; it returns
- * MP_OWNERDEAD instead of 0 when the lock's previous holder died holding it (the access was
- * done; what the dead process guarded may be half updated). A compound update such as Python's
- * `v.value += 1` is two accesses: hold the lock around both, or use the atomic calls.
+ * call takes the lock (if any) for that one access, blocking as long as it takes, unless the
+ * calling thread holds it already (then the access is part of the caller's critical section,
+ * with a plain Lock too). It returns MP_OWNERDEAD instead of 0 when the lock's previous holder
+ * died holding it (the access was done; what the dead process guarded may be half updated). A
+ * compound update such as Python's `v.value += 1` is two accesses: hold the lock around both,
+ * or use the atomic calls.
  *
  * Atomics (beyond Python): for the integer typecodes b B h H i I l L q Q, fetch-add, exchange
  * and compare-exchange act on the shared memory atomically and take no lock, even on a locked
@@ -439,8 +441,8 @@ MP_API void mp_value_close(mp_value *v);
 
 /* mp_value_get / mp_value_set - copy the value to *out / from *in under the lock (Python's
  * .value). `size` must be the element size (sizeof the C type; the size given at open for
- * typecode 0): MP_ETYPE otherwise. Returns 0 or MP_OWNERDEAD; MP_ETYPE, -EINVAL (NULL), or the
- * lock's errors: -EDEADLK (a shared non-recursive lock the caller holds), -EBADF. */
+ * typecode 0): MP_ETYPE otherwise. Returns 0 or MP_OWNERDEAD; MP_ETYPE, -EINVAL (NULL), or
+ * -EBADF (the lock was freed by its creator). */
 MP_API int mp_value_get(mp_value *v, void *out, size_t size);
 MP_API int mp_value_set(mp_value *v, const void *in, size_t size);
 

@@ -111,6 +111,9 @@ typedef struct lock_shm {
 } lock_shm;
 
 _Static_assert(sizeof(lock_shm) <= MP__LOCK_SIZE, "lock_shm outgrew MP__LOCK_SIZE");
+_Static_assert(sizeof(lock_shm) <= MP__LOCK_SPARE && MP__LOCK_SPARE % 8 == 0 &&
+                   offsetof(lock_shm, m) / 64 == (MP__LOCK_SIZE - 1) / 64,
+               "MP__LOCK_SPARE must follow the lock, on the mutex's cache line");
 
 struct mp_lock {
     lock_shm *s;
@@ -126,6 +129,12 @@ lock_held(const lock_shm *s)
 {
     unsigned w = (unsigned)__atomic_load_n(&s->m.__data.__lock, __ATOMIC_RELAXED);
     return (w & FUTEX_TID_MASK) == (unsigned)my_tid();
+}
+
+bool
+mp__lock_held(const mp_lock *l)
+{
+    return lock_held(l->s);
 }
 
 int

@@ -2,8 +2,9 @@
  * value.c - Value, Array, RawValue and RawArray (Python's sharedctypes).
  *
  * An object is one block of the shared arena. With its own lock the block starts with a
- * recursive mp_lock (MP__LOCK_SIZE bytes, built in place) and the data follows on its own cache
- * lines; a raw object or one sharing a caller's lock is just the data. The handle is
+ * recursive mp_lock (MP__LOCK_SIZE bytes, built in place); data of up to 24 bytes sits in the
+ * lock's spare tail on the mutex's cache line, larger data follows on cache lines of its own. A
+ * raw object or one sharing a caller's lock is just the data. The handle is
  * process-local and records where the data is, the element type and which lock to take, so a
  * Value is simply an array of one element and both types share every function here.
  *
@@ -120,12 +121,20 @@ obj_open(obj **out, char tc, size_t len, const mp_value_opts *opts)
             return -EINVAL;
     }
     bool own_lock = !opts->raw && opts->lock == NULL;
-    size_t off = own_lock ? MP__LOCK_SIZE : 0;
-    if (len > (SIZE_MAX - off) / elem)
+    if (len > (SIZE_MAX - MP__LOCK_SIZE) / elem)
         return -ENOMEM;
     size_t bytes = len * elem;
+    /* Small data of elements up to 8 bytes sits in the spare tail of the lock, on the mutex's
+     * cache line (8-byte aligned, enough for such elements); anything else starts on a cache
+     * line of its own after the lock. */
+    size_t off = 0;
+    if (own_lock)
+        off = bytes <= MP__LOCK_SIZE - MP__LOCK_SPARE && elem <= 8 && (elem & (elem - 1)) == 0
+                  ? MP__LOCK_SPARE
+                  : MP__LOCK_SIZE;
     /* An empty raw array still gets a block, so that every object has one. */
-    size_t block_size = off + bytes > 0 ? off + bytes : 1;
+    size_t block_size = own_lock ? (off + bytes > MP__LOCK_SIZE ? off + bytes : MP__LOCK_SIZE)
+                                 : (bytes > 0 ? bytes : 1);
 
     obj *o = mp__calloc(1, sizeof *o);
     if (o == NULL)
@@ -258,17 +267,26 @@ store_elems(char *dst, const void *src, size_t n, size_t elem)
         store_elem(dst + i * elem, (const char *)src + i * elem, elem);
 }
 
-/* Take the object's lock, if it has one: 0, MP_OWNERDEAD or the lock's error. */
+/* Take the object's lock for one access, unless it has none or the calling thread holds it
+ * already: then the access is simply part of the caller's critical section, which saves the
+ * nested acquire and release of Python's `with v.get_lock(): v.value += 1` and lets a plain
+ * Lock be held around accesses too. Returns 0, MP_OWNERDEAD or the lock's error, and sets *held
+ * when the lock was taken here and must be dropped. */
 static inline int
-take(const obj *o)
+take(const obj *o, bool *held)
 {
-    return o->lock != NULL ? mp_lock_acquire(o->lock, MP_FOREVER) : 0;
+    *held = false;
+    if (o->lock == NULL || mp__lock_held(o->lock))
+        return 0;
+    int r = mp_lock_acquire(o->lock, MP_FOREVER);
+    *held = r >= 0;
+    return r;
 }
 
 static inline void
-drop(const obj *o)
+drop(const obj *o, bool held)
 {
-    if (o->lock != NULL)
+    if (held)
         mp_lock_release(o->lock);
 }
 
@@ -288,6 +306,7 @@ static int
 obj_get(obj *o, ptrdiff_t index, void *out, size_t size)
 {
     char *p;
+    bool held;
     if (MP__UNLIKELY(o == NULL || out == NULL))
         return -EINVAL;
     if (MP__UNLIKELY(size != o->elem))
@@ -295,10 +314,10 @@ obj_get(obj *o, ptrdiff_t index, void *out, size_t size)
     int r = locate(o, index, &p);
     if (MP__UNLIKELY(r != 0))
         return r;
-    if (MP__UNLIKELY((r = take(o)) < 0))
+    if (MP__UNLIKELY((r = take(o, &held)) < 0))
         return r;
     load_elem(out, p, size);
-    drop(o);
+    drop(o, held);
     return r;
 }
 
@@ -306,6 +325,7 @@ static int
 obj_set(obj *o, ptrdiff_t index, const void *in, size_t size)
 {
     char *p;
+    bool held;
     if (MP__UNLIKELY(o == NULL || in == NULL))
         return -EINVAL;
     if (MP__UNLIKELY(size != o->elem))
@@ -313,10 +333,10 @@ obj_set(obj *o, ptrdiff_t index, const void *in, size_t size)
     int r = locate(o, index, &p);
     if (MP__UNLIKELY(r != 0))
         return r;
-    if (MP__UNLIKELY((r = take(o)) < 0))
+    if (MP__UNLIKELY((r = take(o, &held)) < 0))
         return r;
     store_elem(p, in, size);
-    drop(o);
+    drop(o, held);
     return r;
 }
 
@@ -557,11 +577,12 @@ mp_array_get_slice(mp_array *a, ptrdiff_t start, ptrdiff_t stop, void *out, size
     slice_of(o, start, stop, &first, &n);
     if (cap < n * o->elem)
         return -EMSGSIZE;
-    int r = take(o);
+    bool held;
+    int r = take(o, &held);
     if (r < 0)
         return r;
     load_elems(out, o->data + first * o->elem, n, o->elem);
-    drop(o);
+    drop(o, held);
     return (ssize_t)n;
 }
 
@@ -575,11 +596,12 @@ mp_array_set_slice(mp_array *a, ptrdiff_t start, ptrdiff_t stop, const void *in,
     slice_of(o, start, stop, &first, &n);
     if (size != n * o->elem)
         return -EINVAL;
-    int r = take(o);
+    bool held;
+    int r = take(o, &held);
     if (r < 0)
         return r;
     store_elems(o->data + first * o->elem, in, n, o->elem);
-    drop(o);
+    drop(o, held);
     return r;
 }
 
@@ -591,19 +613,20 @@ mp_array_get_string(mp_array *a, char *buf, size_t cap)
     obj *o = &a->o;
     if (o->typecode != 'c')
         return MP_ETYPE;
-    int r = take(o);
+    bool held;
+    int r = take(o, &held);
     if (r < 0)
         return r;
     size_t n = 0;
     while (n < o->len && __atomic_load_n((const uint8_t *)o->data + n, __ATOMIC_RELAXED) != 0)
         n++;
     if (cap < n + 1) {
-        drop(o);
+        drop(o, held);
         return -EMSGSIZE;
     }
     load_elems(buf, o->data, n, 1);
     buf[n] = '\0';
-    drop(o);
+    drop(o, held);
     return (ssize_t)n;
 }
 
@@ -617,13 +640,14 @@ mp_array_set_string(mp_array *a, const char *s, size_t len)
         return MP_ETYPE;
     if (len > o->len)
         return -EINVAL;
-    int r = take(o);
+    bool held;
+    int r = take(o, &held);
     if (r < 0)
         return r;
     store_elems(o->data, s, len, 1);
     if (len < o->len)
         __atomic_store_n((uint8_t *)o->data + len, 0, __ATOMIC_RELEASE);
-    drop(o);
+    drop(o, held);
     return r;
 }
 
