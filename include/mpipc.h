@@ -466,7 +466,8 @@ MP_API int mp_value_compare_exchange(mp_value *v, int64_t *expected, int64_t des
 MP_API mp_lock *mp_value_get_lock(const mp_value *v);
 
 /* mp_value_ptr - the shared memory holding the value (Python's get_obj()), for callers that
- * lock (or use atomics) themselves. Valid until the creator's close. NULL for NULL. */
+ * lock (or use atomics) themselves. Aligned to at least 8 bytes, and to 16 for a C type of
+ * more than 8 bytes. Valid until the creator's close. NULL for NULL. */
 MP_API void *mp_value_ptr(const mp_value *v);
 
 /* mp_array_open - a shared array of `length` elements of `typecode` (Python's Array(tc, n) or,
