@@ -635,6 +635,17 @@ die_holding_value_lock_child(void *arg)
     return 1;
 }
 
+/* Killed inside the library, in the middle of a locked set: the lock has just been taken. */
+static int
+die_inside_a_set_child(void *arg)
+{
+    (void)arg;
+    CHILD_CHECK(mp__fault_arm("sync.lock.held", 1, NULL, NULL) == 0);
+    long long q[3] = {1, 2, 3};
+    mp_array_set_slice(S->a, 0, 3, q, sizeof q);
+    return 1;
+}
+
 static void
 test_child_killed_holding_the_lock_does_not_block_the_parent(void **state)
 {
@@ -649,12 +660,99 @@ test_child_killed_holding_the_lock_does_not_block_the_parent(void **state)
     int x = 0;
     assert_int_equal(mp_value_get(S->v, &x, sizeof x), MP_OWNERDEAD);
     assert_int_equal(x, 7);
+    if (mp__fault_enabled()) {
+        assert_int_equal(mp_array_open(&S->a, 'q', 3, NULL), 0);
+        c = th_fork(die_inside_a_set_child, NULL);
+        assert_true(c > 0);
+        st = th_wait(c, 10000);
+        assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        long long q[3] = {9, 9, 9};
+        assert_int_equal(mp_array_get_slice(S->a, 0, 3, q, sizeof q), 3); /* did not block */
+        assert_true(q[0] == 0 && q[2] == 0);
+        assert_int_equal(mp_array_set(S->a, 1, &q[0], sizeof q[0]), 0);
+        mp_array_close(S->a);
+    }
     assert_int_equal(mp_value_get(S->v, &x, sizeof x), 0);
     x = 8;
     assert_int_equal(mp_value_set(S->v, &x, sizeof x), 0);
     assert_int_equal(mp_lock_acquire(mp_value_get_lock(S->v), MP_NOWAIT), 0);
     assert_int_equal(mp_lock_release(mp_value_get_lock(S->v)), 0);
     mp_value_close(S->v);
+    shared_free();
+}
+
+/* ---- layout
+ * -------------------------------------------------------------------------------------- */
+
+static int
+layout_child(void *arg)
+{
+    mp_array **arrs = arg;
+    for (size_t n = 0; n < 40; n++) {
+        mp_lock *l = mp_array_get_lock(arrs[n]);
+        CHILD_CHECK(th_barrier_wait(S->tb) == 0);
+        for (int i = 0; i < 1000; i++) {
+            CHILD_CHECK(mp_lock_acquire(l, MP_FOREVER) == 0);
+            for (size_t k = 0; k < n; k++)
+                CHILD_CHECK(mp_array_fetch_add(arrs[n], (ptrdiff_t)k, 1, NULL) == 0);
+            CHILD_CHECK(mp_lock_release(l) == 0);
+        }
+    }
+    return 0;
+}
+
+/* Small data shares the block with the object's lock: writing every byte of it, from two
+ * processes contending for that lock, must never disturb the lock, and the data must be aligned
+ * for its type. */
+static void
+test_data_beside_the_lock_never_disturbs_it(void **state)
+{
+    (void)state;
+    SKIP_UNDER_TSAN();
+    shared_new(2);
+    mp_array *arrs[40];
+    for (size_t n = 0; n < 40; n++) {
+        assert_int_equal(mp_array_open(&arrs[n], 'q', n, NULL), 0);
+        assert_true(((uintptr_t)mp_array_ptr(arrs[n]) & 7) == 0);
+    }
+    pid_t c = th_fork(layout_child, arrs);
+    assert_true(c > 0);
+    for (size_t n = 0; n < 40; n++) {
+        mp_lock *l = mp_array_get_lock(arrs[n]);
+        assert_int_equal(th_barrier_wait(S->tb), 0);
+        for (int i = 0; i < 1000; i++) {
+            assert_int_equal(mp_lock_acquire(l, MP_FOREVER), 0);
+            long long m1 = -1;
+            for (size_t k = 0; k < n; k++)
+                assert_int_equal(mp_array_set(arrs[n], (ptrdiff_t)k, &m1, sizeof m1), 0);
+            for (size_t k = 0; k < n; k++)
+                assert_int_equal(mp_array_fetch_add(arrs[n], (ptrdiff_t)k, 2, NULL), 0);
+            assert_int_equal(mp_lock_release(l), 0);
+        }
+    }
+    assert_child_ok(c);
+    for (size_t n = 0; n < 40; n++) {
+        /* The last writer under the lock decides: the parent's -1 + 2, then maybe child's +1s. */
+        long long got[40];
+        assert_int_equal(mp_array_get_slice(arrs[n], 0, PTRDIFF_MAX, got, sizeof got), (ssize_t)n);
+        for (size_t k = 1; k < n; k++)
+            assert_true(got[k] == got[0] && got[k] >= 1);
+        assert_int_equal(mp_lock_acquire(mp_array_get_lock(arrs[n]), MP_NOWAIT), 0);
+        assert_int_equal(mp_lock_release(mp_array_get_lock(arrs[n])), 0);
+        mp_array_close(arrs[n]);
+    }
+    /* A C type above 8 bytes is aligned to 16 in every lock mode. */
+    mp_value *v;
+    mp_lock *l;
+    assert_int_equal(mp_lock_open(&l, NULL), 0);
+    const mp_value_opts modes[] = {
+        {.size = 16}, {.size = 16, .raw = true}, {.size = 16, .lock = l}};
+    for (size_t m = 0; m < MP__ARRAY_LEN(modes); m++) {
+        assert_int_equal(mp_value_open(&v, 0, &modes[m]), 0);
+        assert_true(((uintptr_t)mp_value_ptr(v) & 15) == 0);
+        mp_value_close(v);
+    }
+    mp_lock_close(l);
     shared_free();
 }
 
@@ -847,6 +945,7 @@ main(void)
         cmocka_unit_test(test_char_array_value_and_raw_as_python),
         cmocka_unit_test(test_bad_input_returns_errors_and_writes_nothing),
         cmocka_unit_test(test_child_killed_holding_the_lock_does_not_block_the_parent),
+        cmocka_unit_test(test_data_beside_the_lock_never_disturbs_it),
         cmocka_unit_test(test_hundred_thousand_values_open_in_a_few_mappings),
         cmocka_unit_test(test_only_the_creator_frees_and_stale_locked_handles_get_ebadf),
         cmocka_unit_test(test_every_open_fails_cleanly_when_allocation_fails),
