@@ -47,53 +47,32 @@ struct mp_array {
 
 typedef struct mp_value obj;
 
-/* The typecode's element size and kind; 0 for an unknown typecode. */
+/* Python's typecodes with the sizes of the C types they name. */
+static const struct {
+    char tc;
+    unsigned char size;
+    unsigned char kind;
+} typecodes[] = {
+    {'c', sizeof(char), KIND_OTHER},         {'?', sizeof(bool), KIND_OTHER},
+    {'f', sizeof(float), KIND_OTHER},        {'d', sizeof(double), KIND_OTHER},
+    {'b', sizeof(signed char), KIND_SIGNED}, {'B', sizeof(unsigned char), KIND_UNSIGNED},
+    {'h', sizeof(short), KIND_SIGNED},       {'H', sizeof(unsigned short), KIND_UNSIGNED},
+    {'i', sizeof(int), KIND_SIGNED},         {'I', sizeof(unsigned), KIND_UNSIGNED},
+    {'l', sizeof(long), KIND_SIGNED},        {'L', sizeof(unsigned long), KIND_UNSIGNED},
+    {'q', sizeof(long long), KIND_SIGNED},   {'Q', sizeof(unsigned long long), KIND_UNSIGNED},
+};
+
+/* The typecode's element size and kind; 0 for an unknown typecode (or 0 itself). */
 static size_t
 type_of(char tc, enum kind *kind)
 {
-    *kind = KIND_OTHER;
-    switch (tc) {
-    case 'c':
-        return sizeof(char);
-    case '?':
-        return sizeof(bool);
-    case 'f':
-        return sizeof(float);
-    case 'd':
-        return sizeof(double);
-    case 'b':
-    case 'h':
-    case 'i':
-    case 'l':
-    case 'q':
-        *kind = KIND_SIGNED;
-        break;
-    case 'B':
-    case 'H':
-    case 'I':
-    case 'L':
-    case 'Q':
-        *kind = KIND_UNSIGNED;
-        break;
-    default:
-        return 0;
+    for (size_t i = 0; tc != 0 && i < MP__ARRAY_LEN(typecodes); i++) {
+        if (typecodes[i].tc == tc) {
+            *kind = typecodes[i].kind;
+            return typecodes[i].size;
+        }
     }
-    switch (tc) {
-    case 'b':
-    case 'B':
-        return sizeof(signed char);
-    case 'h':
-    case 'H':
-        return sizeof(short);
-    case 'i':
-    case 'I':
-        return sizeof(int);
-    case 'l':
-    case 'L':
-        return sizeof(long);
-    default:
-        return sizeof(long long);
-    }
+    return 0;
 }
 
 static int
@@ -107,7 +86,7 @@ obj_open(obj **out, char tc, size_t len, const mp_value_opts *opts)
         opts = &defaults;
     if (opts->raw && opts->lock != NULL)
         return -EINVAL;
-    enum kind kind;
+    enum kind kind = KIND_OTHER;
     size_t elem = opts->size;
     if (tc != 0) {
         elem = type_of(tc, &kind);
@@ -115,10 +94,8 @@ obj_open(obj **out, char tc, size_t len, const mp_value_opts *opts)
             return MP_ETYPE;
         if (opts->size != 0 && opts->size != elem)
             return -EINVAL;
-    } else {
-        kind = KIND_OTHER;
-        if (elem == 0)
-            return -EINVAL;
+    } else if (elem == 0) {
+        return -EINVAL;
     }
     bool own_lock = !opts->raw && opts->lock == NULL;
     if (len > (SIZE_MAX - MP__LOCK_SIZE) / elem)
@@ -186,28 +163,34 @@ obj_close(obj *o)
 /* ---- element access -----------------------------------------------------------------------------
  * One atomic load or store per element where the size allows it (see the top of the file). */
 
+#define LOAD(T)                                                                                    \
+    do {                                                                                           \
+        T x_ = __atomic_load_n((const T *)(const void *)src, __ATOMIC_ACQUIRE);                    \
+        memcpy(dst, &x_, sizeof x_);                                                               \
+    } while (0)
+#define STORE(T)                                                                                   \
+    do {                                                                                           \
+        T x_;                                                                                      \
+        memcpy(&x_, src, sizeof x_);                                                               \
+        __atomic_store_n((T *)(void *)dst, x_, __ATOMIC_RELEASE);                                  \
+    } while (0)
+
 static inline void
 load_elem(void *dst, const char *src, size_t n)
 {
     switch (n) {
     case 1:
-        *(uint8_t *)dst = __atomic_load_n((const uint8_t *)src, __ATOMIC_ACQUIRE);
+        LOAD(uint8_t);
         break;
-    case 2: {
-        uint16_t x = __atomic_load_n((const uint16_t *)(const void *)src, __ATOMIC_ACQUIRE);
-        memcpy(dst, &x, 2);
+    case 2:
+        LOAD(uint16_t);
         break;
-    }
-    case 4: {
-        uint32_t x = __atomic_load_n((const uint32_t *)(const void *)src, __ATOMIC_ACQUIRE);
-        memcpy(dst, &x, 4);
+    case 4:
+        LOAD(uint32_t);
         break;
-    }
-    case 8: {
-        uint64_t x = __atomic_load_n((const uint64_t *)(const void *)src, __ATOMIC_ACQUIRE);
-        memcpy(dst, &x, 8);
+    case 8:
+        LOAD(uint64_t);
         break;
-    }
     default:
         memcpy(dst, src, n);
     }
@@ -218,30 +201,24 @@ store_elem(char *dst, const void *src, size_t n)
 {
     switch (n) {
     case 1:
-        __atomic_store_n((uint8_t *)dst, *(const uint8_t *)src, __ATOMIC_RELEASE);
+        STORE(uint8_t);
         break;
-    case 2: {
-        uint16_t x;
-        memcpy(&x, src, 2);
-        __atomic_store_n((uint16_t *)(void *)dst, x, __ATOMIC_RELEASE);
+    case 2:
+        STORE(uint16_t);
         break;
-    }
-    case 4: {
-        uint32_t x;
-        memcpy(&x, src, 4);
-        __atomic_store_n((uint32_t *)(void *)dst, x, __ATOMIC_RELEASE);
+    case 4:
+        STORE(uint32_t);
         break;
-    }
-    case 8: {
-        uint64_t x;
-        memcpy(&x, src, 8);
-        __atomic_store_n((uint64_t *)(void *)dst, x, __ATOMIC_RELEASE);
+    case 8:
+        STORE(uint64_t);
         break;
-    }
     default:
         memcpy(dst, src, n);
     }
 }
+
+#undef LOAD
+#undef STORE
 
 /* Elements are either power-of-two sized and naturally aligned (the block is aligned to at least
  * 16 bytes), or copied whole. */
