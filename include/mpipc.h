@@ -506,6 +506,166 @@ MP_API int mp_conn_send_conn(mp_conn *c, const mp_conn *what, int timeout_ms);
 MP_API int mp_conn_recv_conn(mp_conn *c, mp_conn **out, int timeout_ms);
 
 /* ============================================================================================
+ * Value / Array (Python's multiprocessing.Value, Array, RawValue, RawArray: sharedctypes)
+ *
+ * A value or a fixed-length array of one C type in shared memory (a block of the library's
+ * shared arena, not one mapping each). The type is a Python typecode, passed as the char itself:
+ *   'c' char   'b' signed char   'B' unsigned char   'h' short   'H' unsigned short
+ *   'i' int    'I' unsigned int  'l' long            'L' unsigned long
+ *   'q' long long   'Q' unsigned long long   'f' float   'd' double   '?' bool
+ * or 0 with mp_value_opts.size for any other C type (Python's Value(SomeStructure)). Contents
+ * start zeroed, or as a copy of mp_value_opts.init.
+ *
+ * Locking, as Python's lock= argument (mp_value_opts): by default the object gets its own
+ * recursive lock (an mp_lock, returned by mp_value_get_lock / mp_array_get_lock and usable with
+ * the sync API); `.raw` gives an object with no lock (RawValue/RawArray); `.lock` shares an
+ * existing Lock or RLock, which must stay open as long as the object. Every get/set/slice/string
+ * call takes the lock (if any) for that one access, blocking as long as it takes, unless the
+ * calling thread holds it already (then the access is part of the caller's critical section,
+ * with a plain Lock too). It returns MP_OWNERDEAD instead of 0 when the lock's previous holder
+ * died holding it (the access was done; what the dead process guarded may be half updated). A
+ * compound update such as Python's `v.value += 1` is two accesses: hold the lock around both,
+ * or use the atomic calls.
+ *
+ * Atomics (beyond Python): for the integer typecodes b B h H i I l L q Q, fetch-add, exchange
+ * and compare-exchange act on the shared memory atomically and take no lock, even on a locked
+ * object. They are the race-free replacement for `v.value += 1`. Operands are int64_t: an
+ * 'L'/'Q' value above INT64_MAX travels as its bit pattern (cast the int64_t to uint64_t). Every
+ * library access to an element of 1, 2, 4 or 8 bytes (any typecode) is a single atomic load or
+ * store of that size, so mixing locked, lock-free and atomic calls on one object is never a
+ * data race; direct access through mp_value_ptr is the caller's to synchronise.
+ *
+ * Errors: MP_ETYPE (Python's TypeError) for an unknown typecode, an atomic on a non-integer
+ * type, string calls on an array that is not 'c', and a caller's buffer whose size does not
+ * match the element type; -ERANGE (IndexError) for an index out of range; -EINVAL (ValueError)
+ * for a slice assignment of the wrong length, a string too long, and bad arguments;
+ * -EOVERFLOW for an operand the type cannot represent. On any error nothing is written.
+ *
+ * Crossing fork(): objects are inherited by children forked after the open, which use their copy
+ * of the handle (as in Python, there is no other way to share them). Only the process that
+ * opened an object frees it, in its close, which must come after every other process has
+ * finished with it (join the children first, as in Python); a close in any other process frees
+ * only its handle. A locked object used after its creator freed it gets -EBADF from its lock's
+ * generation check (unless the memory now holds unrelated data); a raw one has no such check.
+ * Thread safety: objects may be used from several threads of a process as well as from several
+ * processes.
+ * ============================================================================================ */
+
+typedef struct mp_value mp_value;
+typedef struct mp_array mp_array;
+
+typedef struct mp_value_opts {
+    /* Python's lock=False: no lock (RawValue/RawArray). Not together with `lock`. */
+    bool raw;
+    /* Python's lock=<lock>: use this Lock or RLock (not closed with the object). NULL with raw
+     * false: the object gets its own recursive lock (Python's default, lock=True). */
+    mp_lock *lock;
+    /* With typecode 0: the size in bytes of the C type (> 0). With a typecode: 0, or that
+     * typecode's size (checked). */
+    size_t size;
+    /* Initial contents, copied: one element for a value, `length` elements for an array (Python's
+     * Value(tc, x) and Array(tc, [x, y, ...])). NULL: zero-filled. */
+    const void *init;
+} mp_value_opts;
+
+/* mp_value_open - a shared value of `typecode` (Python's Value(tc), or RawValue(tc) with
+ * opts->raw). `opts` may be NULL. Never blocks. Returns 0; MP_ETYPE (unknown typecode); -EINVAL
+ * (NULL out, raw with a lock, a size that does not fit the typecode, typecode 0 without a
+ * size); -ENOMEM, -ENOSPC. */
+MP_API int mp_value_open(mp_value **out, char typecode, const mp_value_opts *opts);
+
+/* mp_value_close - release the handle (NULL is fine); in the opening process also free the
+ * value and its own lock (not a lock given in opts). */
+MP_API void mp_value_close(mp_value *v);
+
+/* mp_value_get / mp_value_set - copy the value to *out / from *in under the lock (Python's
+ * .value). `size` must be the element size (sizeof the C type; the size given at open for
+ * typecode 0): MP_ETYPE otherwise. Returns 0 or MP_OWNERDEAD; MP_ETYPE, -EINVAL (NULL), or
+ * -EBADF (the lock was freed by its creator). */
+MP_API int mp_value_get(mp_value *v, void *out, size_t size);
+MP_API int mp_value_set(mp_value *v, const void *in, size_t size);
+
+/* mp_value_fetch_add - atomically add `delta` (wrapping modulo the type's width, as C's atomics)
+ * and store the previous value in *old (may be NULL). No lock, never blocks. Returns 0, MP_ETYPE
+ * (not an integer typecode), -EINVAL. */
+MP_API int mp_value_fetch_add(mp_value *v, int64_t delta, int64_t *old);
+
+/* mp_value_exchange - atomically store `desired` and return the previous value in *old (may be
+ * NULL; with NULL this is an atomic store). Returns 0, MP_ETYPE, -EOVERFLOW (desired does not
+ * fit the type), -EINVAL. */
+MP_API int mp_value_exchange(mp_value *v, int64_t desired, int64_t *old);
+
+/* mp_value_compare_exchange - atomically: if the value equals *expected, store `desired` and
+ * return 1; otherwise store the current value in *expected and return 0. Returns MP_ETYPE,
+ * -EOVERFLOW (*expected or desired does not fit the type), -EINVAL on error. */
+MP_API int mp_value_compare_exchange(mp_value *v, int64_t *expected, int64_t desired);
+
+/* mp_value_get_lock - the object's lock (Python's get_lock()): its own, or the one given in
+ * opts; NULL for a raw value. Owned by the value: do not close it. */
+MP_API mp_lock *mp_value_get_lock(const mp_value *v);
+
+/* mp_value_ptr - the shared memory holding the value (Python's get_obj()), for callers that
+ * lock (or use atomics) themselves. Aligned to at least 8 bytes, and to 16 for a C type of
+ * more than 8 bytes. Valid until the creator's close. NULL for NULL. */
+MP_API void *mp_value_ptr(const mp_value *v);
+
+/* mp_array_open - a shared array of `length` elements of `typecode` (Python's Array(tc, n) or,
+ * with opts->init pointing at `length` elements, Array(tc, [...]); RawArray with opts->raw).
+ * A length of 0 is allowed, as in Python. Returns as mp_value_open, and -ENOMEM when the size
+ * overflows. */
+MP_API int mp_array_open(mp_array **out, char typecode, size_t length, const mp_value_opts *opts);
+
+/* mp_array_close - as mp_value_close. */
+MP_API void mp_array_close(mp_array *a);
+
+/* mp_array_len - the number of elements (Python's len()); 0 for NULL. */
+MP_API size_t mp_array_len(const mp_array *a);
+
+/* mp_array_get / mp_array_set - copy element `index` to *out / from *in under the lock (Python's
+ * a[i] and a[i] = x); a negative index counts from the end. Returns 0 or MP_OWNERDEAD; -ERANGE
+ * (index out of range), else as mp_value_get. */
+MP_API int mp_array_get(mp_array *a, ptrdiff_t index, void *out, size_t size);
+MP_API int mp_array_set(mp_array *a, ptrdiff_t index, const void *in, size_t size);
+
+/* mp_array_get_slice - copy a[start:stop] into out under the lock. start and stop are Python's:
+ * negative ones count from the end, both are clamped to [0, len], and stop <= start is empty.
+ * `cap` is out's size in bytes. Returns the number of elements copied; -EMSGSIZE when cap is
+ * too small (nothing copied); -EINVAL (NULL), the lock's errors. The whole array, Python's
+ * a[:] (and .raw for a 'c' array), is mp_array_get_slice(a, 0, PTRDIFF_MAX, ...). */
+MP_API ssize_t mp_array_get_slice(mp_array *a, ptrdiff_t start, ptrdiff_t stop, void *out,
+                                  size_t cap);
+
+/* mp_array_set_slice - a[start:stop] = in, under the lock; start and stop as above. `size` (in
+ * bytes) must be exactly the slice's length times the element size: -EINVAL otherwise (Python's
+ * "Can only assign sequence of same size"). Python's .raw = b'..' for a 'c' array is
+ * mp_array_set_slice(a, 0, len, ...). Returns 0 or MP_OWNERDEAD, -EINVAL, the lock's errors. */
+MP_API int mp_array_set_slice(mp_array *a, ptrdiff_t start, ptrdiff_t stop, const void *in,
+                              size_t size);
+
+/* mp_array_get_string - Python's .value of a 'c' array: the bytes up to the first NUL (or all of
+ * them), copied into buf with a NUL appended, under the lock. Returns the length; -EMSGSIZE
+ * when cap < length + 1 (nothing copied); MP_ETYPE (not a 'c' array); -EINVAL; the lock's
+ * errors. */
+MP_API ssize_t mp_array_get_string(mp_array *a, char *buf, size_t cap);
+
+/* mp_array_set_string - Python's .value = s for a 'c' array: copy len bytes and, if shorter than
+ * the array, a terminating NUL; the rest keeps its contents. Returns 0 or MP_OWNERDEAD; -EINVAL
+ * when len > mp_array_len() (Python's "byte string too long") or s is NULL with len > 0;
+ * MP_ETYPE; the lock's errors. */
+MP_API int mp_array_set_string(mp_array *a, const char *s, size_t len);
+
+/* mp_array_fetch_add / mp_array_exchange / mp_array_compare_exchange - the atomics of
+ * mp_value_fetch_add etc. on element `index` (-ERANGE when out of range). */
+MP_API int mp_array_fetch_add(mp_array *a, ptrdiff_t index, int64_t delta, int64_t *old);
+MP_API int mp_array_exchange(mp_array *a, ptrdiff_t index, int64_t desired, int64_t *old);
+MP_API int mp_array_compare_exchange(mp_array *a, ptrdiff_t index, int64_t *expected,
+                                     int64_t desired);
+
+/* mp_array_get_lock / mp_array_ptr - as mp_value_get_lock / mp_value_ptr (the first element). */
+MP_API mp_lock *mp_array_get_lock(const mp_array *a);
+MP_API void *mp_array_ptr(const mp_array *a);
+
+/* ============================================================================================
  * Shared memory (Python's multiprocessing.shared_memory: SharedMemory and ShareableList)
  *
  * A named POSIX shared memory segment under /dev/shm. Names are Python's: the string that

@@ -26,11 +26,21 @@
 
 /* ---- shared by every sync object ------------------------------------------------------------- */
 
+/* Generations for objects built in zeroed memory. The arena zero-fills a block when it hands it
+ * out again, which erases the generation its previous object left there; without this counter
+ * the new object would get that same first generation, and a stale handle to the old object
+ * would pass its check and use the new one. Only the allocating process reuses a block, so a
+ * counter of that process is enough to keep the generations of one block apart. */
+static _Atomic uint32_t fresh_gen;
+
 uint32_t
 mp__sync_hdr_init(mp__sync_hdr *h, uint32_t kind)
 {
     uint32_t g = atomic_load_explicit(&h->gen, memory_order_relaxed);
-    g += (g & 1) ? 2 : 1; /* odd, and never the generation a stale handle may hold */
+    if (g == 0)
+        g = atomic_fetch_add_explicit(&fresh_gen, 2, memory_order_relaxed) | 1;
+    else
+        g += (g & 1) ? 2 : 1; /* odd, and never the generation a stale handle may hold */
     h->kind = kind;
     atomic_store_explicit(&h->gen, g, memory_order_release);
     return g;
@@ -101,6 +111,9 @@ typedef struct lock_shm {
 } lock_shm;
 
 _Static_assert(sizeof(lock_shm) <= MP__LOCK_SIZE, "lock_shm outgrew MP__LOCK_SIZE");
+_Static_assert(sizeof(lock_shm) <= MP__LOCK_SPARE && MP__LOCK_SPARE % 8 == 0 &&
+                   offsetof(lock_shm, m) / 64 == (MP__LOCK_SIZE - 1) / 64,
+               "MP__LOCK_SPARE must follow the lock, on the mutex's cache line");
 
 struct mp_lock {
     lock_shm *s;
@@ -116,6 +129,12 @@ lock_held(const lock_shm *s)
 {
     unsigned w = (unsigned)__atomic_load_n(&s->m.__data.__lock, __ATOMIC_RELAXED);
     return (w & FUTEX_TID_MASK) == (unsigned)my_tid();
+}
+
+bool
+mp__lock_held(const mp_lock *l)
+{
+    return lock_held(l->s);
 }
 
 int
