@@ -366,6 +366,7 @@ publish_tail(mp_queue *q, uint64_t old, uint64_t neww, bool new_message)
         atomic_store(&h->rec_tail, old);
         atomic_store(&h->rec_active, 1);
         atomic_fetch_add(&h->unfinished, 1);
+        mp__fault("queue.put.counted");
         atomic_store_explicit(&h->tail, neww, memory_order_release);
         atomic_store_explicit(&h->rec_active, 0, memory_order_release);
     } else {
@@ -589,6 +590,25 @@ lock_consumer(mp_queue *q, const mp__deadline *dl)
     return r;
 }
 
+/* With clock held and a streamed message of `len` bytes at the head: true, with the ring
+ * position just past its ABORT chunk in *end, if the published part of it ends in one. */
+static bool
+stream_aborted(mp_queue *q, uint64_t hw, uint64_t len, uint64_t *end)
+{
+    uint64_t tpos = w_pos(atomic_load_explicit(&q->h->tail, memory_order_acquire));
+    uint64_t pos = w_pos(hw) + HDR;
+    while (len > 0 && ((tpos - pos) & POS_MASK) != 0) {
+        uint64_t ch = *ring_word(q, pos);
+        if (ch & CHUNK_ABORT) {
+            *end = pos + HDR;
+            return true;
+        }
+        pos += HDR + pad8(ch);
+        len -= ch;
+    }
+    return false;
+}
+
 /* With clock held and a message at the head: take it into buf (or a new buffer when abuf is
  * set). 0, STREAM_DISCARDED (look at the next message), or a negative error. */
 static int
@@ -600,6 +620,16 @@ take(mp_queue *q, uint64_t hw, void *buf, size_t cap, void **abuf, size_t *lenp,
     uint64_t frame = HDR + pad8(len);
     *lenp = len;
     unsigned char *dst = buf;
+    if (frame > q->cap && ((abuf == NULL && len > cap) || nowait)) {
+        /* A streamed message that this call will not take: if its producer is gone and the
+         * stream was aborted, it is nobody's message; drop it and look at the next one. */
+        probe_producer(q);
+        uint64_t end;
+        if (stream_aborted(q, hw, len, &end)) {
+            atomic_store_explicit(&h->head, w_make(end, w_seq(hw) + 1, 0), memory_order_release);
+            return STREAM_DISCARDED;
+        }
+    }
     if (abuf == NULL && len > cap)
         return -EMSGSIZE;
     if (frame > q->cap && nowait)
