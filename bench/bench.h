@@ -67,5 +67,6 @@ void bench_header(const char *section, const char *note);
 
 /* The suites. Each benchmark module adds one function here and one line in bench_main.c. */
 void bench_suite_process(const bench_config *cfg);
+void bench_suite_queue(const bench_config *cfg);
 
 #endif

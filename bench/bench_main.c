@@ -12,6 +12,7 @@ static const struct {
     void (*run)(const bench_config *);
 } suites[] = {
     {"process", bench_suite_process},
+    {"queue", bench_suite_queue},
 };
 
 int

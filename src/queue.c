@@ -142,6 +142,8 @@ ring_word(mp_queue *q, uint64_t pos)
 static void
 ring_write(mp_queue *q, uint64_t pos, const void *src, size_t n)
 {
+    if (n == 0)
+        return; /* src may be NULL */
     size_t off = pos & q->mask, first = q->cap - off < n ? q->cap - off : n;
     memcpy(q->ring + off, src, first);
     if (n > first)
@@ -151,7 +153,7 @@ ring_write(mp_queue *q, uint64_t pos, const void *src, size_t n)
 static void
 ring_read(mp_queue *q, uint64_t pos, void *dst, size_t n)
 {
-    if (dst == NULL)
+    if (dst == NULL || n == 0)
         return;
     size_t off = pos & q->mask, first = q->cap - off < n ? q->cap - off : n;
     memcpy(dst, q->ring + off, first);
