@@ -49,12 +49,12 @@
 #define HDR 8u
 #define MIN_CAPACITY 64u
 #define MAX_CAPACITY (UINT64_C(1) << 32)
-#define DEFAULT_CAPACITY (UINT64_C(1) << 18)
+#define DEFAULT_CAPACITY (UINT64_C(1) << 20)
 #define LEFT_UNSTARTED UINT64_MAX
 #define LIVENESS_NS (50 * 1000000LL)
 #define NOWAIT_LOCK_NS (50 * 1000000LL)
-#define SPIN_MIN 32u
-#define SPIN_MAX 4000u
+#define SPIN_MIN 64u
+#define SPIN_MAX 2000u
 #define MAGIC UINT64_C(0x6d70697063715545)
 
 enum { STREAM_DONE = 0, STREAM_DISCARDED = 1 };
@@ -210,8 +210,9 @@ wait_for(mp_queue *q, _Atomic uint32_t *word, _Atomic uint32_t *waiters, _Atomic
                 return 0;
             }
         }
-        /* Spinning did not pay: spin less next time. */
-        atomic_store_explicit(est, (unsigned)(e - e / 4), memory_order_relaxed);
+        /* Spinning did not pay: spin a little less next time. Shrinking slowly keeps one
+         * descheduled peer from talking the waiter out of spinning for good. */
+        atomic_store_explicit(est, (unsigned)(e - e / 16), memory_order_relaxed);
     }
     for (;;) {
         uint32_t seq = atomic_load_explicit(word, memory_order_acquire);
