@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -973,6 +974,86 @@ test_queue_survives_seeded_random_kills(void **state)
     }
 }
 
+/* ---- threads -------------------------------------------------------------------------------- */
+
+#define THR_N 20000u
+
+typedef struct thr_ctx {
+    mp_queue *q;
+    uint32_t id;
+    _Atomic uint8_t *seen; /* [2][THR_N] */
+    int ok;
+} thr_ctx;
+
+static void *
+thread_producer(void *arg)
+{
+    thr_ctx *c = arg;
+    unsigned char buf[64];
+    c->ok = 1;
+    for (uint32_t i = 0; i < THR_N && c->ok; i++) {
+        memcpy(buf, &c->id, 4);
+        memcpy(buf + 4, &i, 4);
+        fill(buf + 8, 8 + i % 40, c->id, i);
+        c->ok = mp_queue_put(c->q, buf, 16 + i % 40, 10000) == 0;
+    }
+    return NULL;
+}
+
+static void *
+thread_consumer(void *arg)
+{
+    thr_ctx *c = arg;
+    unsigned char buf[64];
+    c->ok = 1;
+    for (;;) {
+        size_t len;
+        if (mp_queue_get(c->q, buf, sizeof buf, &len, 10000) != 0) {
+            c->ok = 0;
+            return NULL;
+        }
+        if (len == 0)
+            return NULL;
+        uint32_t id, i;
+        memcpy(&id, buf, 4);
+        memcpy(&i, buf + 4, 4);
+        if (id > 1 || i >= THR_N || len != 16 + i % 40 || !check(buf + 8, len - 8, id, i)) {
+            c->ok = 0;
+            return NULL;
+        }
+        atomic_fetch_add(&c->seen[id * THR_N + i], 1);
+    }
+}
+
+static void
+test_queue_is_safe_across_threads(void **state)
+{
+    (void)state;
+    mp_queue *q = open_queue(0, 4096, false);
+    _Atomic uint8_t *seen = calloc(2 * THR_N, 1);
+    assert_non_null(seen);
+    thr_ctx c[4];
+    pthread_t t[4];
+    for (uint32_t i = 0; i < 4; i++) {
+        c[i] = (thr_ctx){q, i % 2, seen, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, i < 2 ? thread_producer : thread_consumer,
+                                        &c[i]),
+                         0);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(mp_queue_put(q, NULL, 0, 10000), 0);
+    for (int i = 2; i < 4; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 4; i++)
+        assert_true(c[i].ok);
+    for (size_t i = 0; i < 2 * THR_N; i++)
+        assert_int_equal(atomic_load(&seen[i]), 1);
+    free((void *)seen);
+    mp_queue_close(q);
+}
+
 int
 main(void)
 {
@@ -999,6 +1080,7 @@ main(void)
         cmocka_unit_test(test_queue_get_timing_out_mid_stream_drops_that_message),
         cmocka_unit_test(test_queue_put_timing_out_mid_stream_is_discarded),
         cmocka_unit_test(test_queue_survives_seeded_random_kills),
+        cmocka_unit_test(test_queue_is_safe_across_threads),
     };
     return th_run_tests(tests);
 }
