@@ -98,8 +98,10 @@ sock_recv(const work *w, unsigned char *buf, size_t cap, size_t *len)
 static int
 producer(const work *w, uint64_t n)
 {
-    unsigned char *buf = calloc(1, w->msg + 4);
+    unsigned char *buf = malloc(w->msg + 4);
     int r = buf == NULL;
+    if (buf != NULL)
+        memset(buf, 0x5a, w->msg + 4); /* real pages, not the shared zero page */
     wait_start();
     for (uint64_t i = 0; r == 0 && i < n; i++) {
         buf[4] = (unsigned char)i;
@@ -115,6 +117,8 @@ consumer(const work *w, uint64_t n)
 {
     unsigned char *buf = malloc(w->msg + 4);
     int r = buf == NULL;
+    if (buf != NULL)
+        memset(buf, 0, w->msg + 4);
     wait_start();
     for (uint64_t i = 0; r == 0 && i < n; i++) {
         size_t len = 0;

@@ -59,6 +59,13 @@
 
 enum { STREAM_DONE = 0, STREAM_DISCARDED = 1 };
 
+/* A futex word with its sleepers: `waiters` counts them; `armed` is set by each sleeper and
+ * cleared by the waker that issues the futex wake, so that while woken sleepers are still on
+ * their way out of the kernel further publishes do not wake them again. */
+struct waitq {
+    _Atomic uint32_t word, waiters, armed;
+};
+
 struct qhdr {
     /* Set at open, read-only afterwards. */
     alignas(CACHELINE) uint64_t magic;
@@ -79,10 +86,10 @@ struct qhdr {
     _Atomic uint32_t c_active, c_cur; /* a stream is being taken; which record slot is current */
     _Atomic uint64_t c_at[2], c_left[2];
 
-    alignas(CACHELINE) _Atomic uint32_t ne_word, ne_waiters; /* "not empty" */
-    alignas(CACHELINE) _Atomic uint32_t nf_word, nf_waiters; /* "not full" */
+    alignas(CACHELINE) struct waitq ne; /* "not empty" */
+    alignas(CACHELINE) struct waitq nf; /* "not full" */
     alignas(CACHELINE) _Atomic uint64_t unfinished;
-    _Atomic uint32_t unf_word, unf_waiters;
+    struct waitq unf; /* "all tasks done" */
 };
 
 struct mp_queue {
@@ -175,17 +182,21 @@ cpu_relax(void)
 #endif
 }
 
-/* wake - called after publishing a change: wake the sleepers on `word`, but only when a
- * waiter count says there are any, so the fast path makes no syscall. The fence orders the
- * publish before the load of the count; waiters raise the count (a seq_cst RMW) before they
- * check the condition, so one of the two always sees the other. */
+/* wake - called after publishing a change: wake the sleepers of `w`, but only when its waiter
+ * count says there are any, so the fast path makes no syscall, and only once per round of
+ * sleepers (`armed`). The fence orders the publish before the load of the count; sleepers
+ * raise the count and arm (seq_cst RMWs) before they check the condition, so either the sleeper
+ * sees the publish or the waker sees the sleeper. A sleeper that arms after the waker disarmed
+ * checks the condition after that, so it sees the publish too. */
 static inline void
-wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters)
+wake(struct waitq *w)
 {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(waiters, memory_order_relaxed) != 0) {
-        atomic_fetch_add_explicit(word, 1, memory_order_release);
-        mp__futex_wake(word, INT32_MAX);
+    if (atomic_load_explicit(&w->waiters, memory_order_relaxed) != 0 &&
+        atomic_load_explicit(&w->armed, memory_order_relaxed) != 0 &&
+        atomic_exchange(&w->armed, 0) != 0) {
+        atomic_fetch_add_explicit(&w->word, 1, memory_order_release);
+        mp__futex_wake(&w->word, INT32_MAX);
     }
 }
 
@@ -194,17 +205,23 @@ wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters)
  * two cores a waiter that spins in vain gives its CPU back quickly; est NULL: no spin.
  * Returns 0, -ETIMEDOUT or -EINTR. */
 static int
-wait_for(mp_queue *q, _Atomic uint32_t *word, _Atomic uint32_t *waiters, _Atomic unsigned *est,
-         ready_fn ready, uint64_t arg, const mp__deadline *dl)
+wait_for(mp_queue *q, struct waitq *w, _Atomic unsigned *est, ready_fn ready, uint64_t arg,
+         uint64_t spin_arg, const mp__deadline *dl)
 {
     if (ready(q, arg))
         return 0;
     if (q->spin && est != NULL) {
         int e = (int)atomic_load_explicit(est, memory_order_relaxed);
         int max = e < (int)SPIN_MIN ? (int)SPIN_MIN : e > (int)SPIN_MAX ? (int)SPIN_MAX : e;
-        for (int i = 1; i <= max; i++) {
+        /* Check at exponentially spaced pauses, then every 8 (about 200 ns): checking reads
+         * the other side's position line, and reading it on every pause would pull that line
+         * away from its writer for every message it publishes. */
+        for (int i = 1, next = 1; i <= max; i++) {
             cpu_relax();
-            if (ready(q, arg)) {
+            if (i < next)
+                continue;
+            next = i < 8 ? 2 * i : i + 8;
+            if (ready(q, spin_arg)) {
                 /* Aim for twice the wait that just succeeded. */
                 atomic_store_explicit(est, (unsigned)(e + (2 * i - e) / 8), memory_order_relaxed);
                 return 0;
@@ -215,11 +232,12 @@ wait_for(mp_queue *q, _Atomic uint32_t *word, _Atomic uint32_t *waiters, _Atomic
         atomic_store_explicit(est, (unsigned)(e - e / 16), memory_order_relaxed);
     }
     for (;;) {
-        uint32_t seq = atomic_load_explicit(word, memory_order_acquire);
-        atomic_fetch_add(waiters, 1);
+        uint32_t seq = atomic_load_explicit(&w->word, memory_order_acquire);
+        atomic_fetch_add(&w->waiters, 1);
+        atomic_exchange(&w->armed, 1);
         bool ok = ready(q, arg);
-        int r = ok ? 0 : mp__futex_wait(word, seq, dl);
-        atomic_fetch_sub(waiters, 1);
+        int r = ok ? 0 : mp__futex_wait(&w->word, seq, dl);
+        atomic_fetch_sub(&w->waiters, 1);
         if (ok || ready(q, arg))
             return 0;
         if (r < 0)
@@ -290,7 +308,7 @@ unfinished_dec(mp_queue *q)
             return -EINVAL;
     } while (!atomic_compare_exchange_weak(&h->unfinished, &u, u - 1));
     if (u == 1)
-        wake(&h->unf_word, &h->unf_waiters);
+        wake(&h->unf);
     return 0;
 }
 
@@ -308,7 +326,7 @@ producer_abort(mp_queue *q)
     atomic_store_explicit(&h->tail, w_make(w_pos(t) + HDR, w_seq(t), 0), memory_order_release);
     if (h->joinable)
         unfinished_dec(q);
-    wake(&h->ne_word, &h->ne_waiters);
+    wake(&h->ne);
 }
 
 /* With plock held after EOWNERDEAD: undo the unfinished raise of a publish that never
@@ -393,13 +411,14 @@ probe_producer(mp_queue *q)
     mp__mutex_unlock(&h->plock);
 }
 
-/* Publish a new tail; JoinableQueue raises the unfinished count first, with a record that lets
- * a repairer undo the raise if this process dies before the store. */
+/* Publish the tail that makes a new message visible. A JoinableQueue raises the unfinished
+ * count first, with a record that lets a repairer undo the raise if this process dies before
+ * the store. */
 static void
-publish_tail(mp_queue *q, uint64_t old, uint64_t neww, bool new_message)
+publish_message(mp_queue *q, uint64_t old, uint64_t neww)
 {
     struct qhdr *h = q->h;
-    if (new_message && h->joinable) {
+    if (h->joinable) {
         atomic_store(&h->rec_tail, old);
         atomic_store(&h->rec_active, 1);
         atomic_fetch_add(&h->unfinished, 1);
@@ -414,7 +433,10 @@ publish_tail(mp_queue *q, uint64_t old, uint64_t neww, bool new_message)
 static int
 put_wait(mp_queue *q, uint64_t need, const mp__deadline *dl)
 {
-    return wait_for(q, &q->h->nf_word, &q->h->nf_waiters, &q->spin_put, can_put, need, dl);
+    /* Spin for a quarter of the ring rather than for one frame: a producer that resumes as
+     * soon as one frame is free keeps writing the cache lines its consumer is reading. */
+    uint64_t far = (need & ~NEED_COUNT) > q->cap / 4 ? need : (q->cap / 4) | (need & NEED_COUNT);
+    return wait_for(q, &q->h->nf, &q->spin_put, can_put, need, far, dl);
 }
 
 static int
@@ -433,8 +455,8 @@ put_stream(mp_queue *q, const unsigned char *data, size_t len, const mp__deadlin
     }
     *ring_word(q, w_pos(t)) = len;
     uint64_t nt = w_make(w_pos(t) + HDR, w_seq(t) + 1, F_STREAM);
-    publish_tail(q, t, nt, true);
-    wake(&h->ne_word, &h->ne_waiters);
+    publish_message(q, t, nt);
+    wake(&h->ne);
     uint64_t chunk_max = q->cap / 4;
     size_t off = 0;
     while (off < len) {
@@ -455,7 +477,7 @@ put_stream(mp_queue *q, const unsigned char *data, size_t len, const mp__deadlin
         off += n;
         nt = w_make(w_pos(t) + HDR + pad8(n), w_seq(t), off < len ? F_STREAM : 0);
         atomic_store_explicit(&h->tail, nt, memory_order_release);
-        wake(&h->ne_word, &h->ne_waiters);
+        wake(&h->ne);
         if (off < len)
             mp__fault("queue.stream.chunk");
     }
@@ -513,9 +535,9 @@ mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
     *ring_word(q, w_pos(t)) = len;
     ring_write(q, w_pos(t) + HDR, data, len);
     mp__fault("queue.put.copied");
-    publish_tail(q, t, w_make(w_pos(t) + frame, w_seq(t) + 1, 0), true);
+    publish_message(q, t, w_make(w_pos(t) + frame, w_seq(t) + 1, 0));
     mp__mutex_unlock(&h->plock);
-    wake(&h->ne_word, &h->ne_waiters);
+    wake(&h->ne);
     return 0;
 }
 
@@ -537,7 +559,7 @@ static void
 advance_head(mp_queue *q, uint64_t nh)
 {
     atomic_store_explicit(&q->h->head, nh, memory_order_release);
-    wake(&q->h->nf_word, &q->h->nf_waiters);
+    wake(&q->h->nf);
 }
 
 /* Take (dst != NULL) or skip (dst == NULL) the rest of a stream whose `left` payload bytes
@@ -555,8 +577,8 @@ stream_run(mp_queue *q, unsigned char *dst, uint64_t left, const mp__deadline *d
             mp__deadline slice = {mp__now_ns() + LIVENESS_NS};
             if (slice.abs_ns > dl->abs_ns)
                 slice = *dl;
-            int r = wait_for(q, &h->ne_word, &h->ne_waiters, &q->spin_get, has_bytes,
-                             w_pos(hw), &slice);
+            int r = wait_for(q, &h->ne, &q->spin_get, has_bytes,
+                             w_pos(hw), w_pos(hw), &slice);
             if (r == -EINTR || (r == -ETIMEDOUT && mp__deadline_passed(dl)))
                 return r;
             if (r == -ETIMEDOUT)
@@ -734,10 +756,10 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
         mp__mutex_unlock(&h->clock);
         if (r != -EAGAIN || nowait) {
             if (r == 0)
-                wake(&h->nf_word, &h->nf_waiters);
+                wake(&h->nf);
             return r;
         }
-        r = wait_for(q, &h->ne_word, &h->ne_waiters, &q->spin_get, can_get, 0, &dl);
+        r = wait_for(q, &h->ne, &q->spin_get, can_get, 0, 0, &dl);
         if (r < 0)
             return r;
         ld = dl;
@@ -882,5 +904,5 @@ mp_queue_join(mp_queue *q, int timeout_ms)
     if (timeout_ms == MP_NOWAIT)
         return -EAGAIN;
     /* No spin: join waits for whole tasks, which take far longer than a spin. */
-    return wait_for(q, &q->h->unf_word, &q->h->unf_waiters, NULL, all_done, 0, &dl);
+    return wait_for(q, &q->h->unf, NULL, all_done, 0, 0, &dl);
 }
