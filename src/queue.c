@@ -53,9 +53,8 @@
 #define LEFT_UNSTARTED UINT64_MAX
 #define LIVENESS_NS (50 * 1000000LL)
 #define NOWAIT_LOCK_NS (50 * 1000000LL)
-#define SPIN_MIN 64u
+#define SPIN_MIN 400u /* about 10 us of pauses: a peer that is running answers within it */
 #define SPIN_MAX 2000u
-#define MAGIC UINT64_C(0x6d70697063715545)
 
 enum { STREAM_DONE = 0, STREAM_DISCARDED = 1 };
 
@@ -68,8 +67,7 @@ struct waitq {
 
 struct qhdr {
     /* Set at open, read-only afterwards. */
-    alignas(CACHELINE) uint64_t magic;
-    uint64_t cap, maxsize;
+    alignas(CACHELINE) uint64_t maxsize;
     uint32_t joinable;
 
     alignas(CACHELINE) pthread_mutex_t plock;
@@ -757,7 +755,7 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
         if (r != -EAGAIN || nowait) {
             if (r == 0)
                 wake(&h->nf);
-            return r;
+            return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
         }
         r = wait_for(q, &h->ne, &q->spin_get, can_get, 0, 0, &dl);
         if (r < 0)
@@ -824,7 +822,6 @@ mp_queue_open(mp_queue **out, const mp_queue_opts *opts)
     q->spin = online_cpus() > 1;
     atomic_init(&q->spin_get, 256);
     atomic_init(&q->spin_put, 256);
-    h->cap = cap;
     h->maxsize = opts->maxsize;
     h->joinable = opts->joinable;
     if ((r = mp__mutex_init(&h->plock)) < 0 || (r = mp__mutex_init(&h->clock)) < 0) {
@@ -832,7 +829,6 @@ mp_queue_open(mp_queue **out, const mp_queue_opts *opts)
         mp__free(q);
         return r;
     }
-    h->magic = MAGIC;
     *out = q;
     return 0;
 }
