@@ -207,7 +207,7 @@ typedef struct mp_queue mp_queue;
 
 typedef struct mp_queue_opts {
     /* Python's maxsize: the most messages the queue holds; put blocks beyond it. 0 means no
-     * limit by count (only the ring's bytes limit it). At most 2^29. */
+     * limit by count (only the ring's bytes limit it). Less than 2^29. */
     size_t maxsize;
     /* Ring size in bytes, rounded up to a power of two, 64 B .. 4 GiB. 0 gives 1 MiB.
      * The memory is reserved at open (-ENOSPC if /dev/shm is full). */
