@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 
 /* ---- basic semantics ------------------------------------------------------------------------ */
@@ -132,6 +134,40 @@ test_queue_get_times_out_when_empty(void **state)
     int64_t dt = th_now_ms() - t0;
     assert_true(dt >= 95 && dt < 3000);
     assert_null(p);
+    mp_queue_close(q);
+}
+
+static void
+on_alarm(int sig)
+{
+    (void)sig;
+}
+
+/* A signal handler interrupts a blocked get (no SA_RESTART): -EINTR, so Ctrl-C can stop it. */
+static int
+child_get_interrupted(void *arg)
+{
+    mp_queue *q = arg;
+    struct sigaction sa = {.sa_handler = on_alarm};
+    CHILD_CHECK(sigaction(SIGALRM, &sa, NULL) == 0);
+    struct itimerval it = {.it_value = {.tv_usec = 100000}};
+    CHILD_CHECK(setitimer(ITIMER_REAL, &it, NULL) == 0);
+    char buf[8];
+    size_t len;
+    CHILD_CHECK(mp_queue_get(q, buf, sizeof buf, &len, MP_FOREVER) == -EINTR);
+    CHILD_CHECK(setitimer(ITIMER_REAL, &it, NULL) == 0);
+    CHILD_CHECK(mp_queue_join(q, 10000) == -EINTR);
+    return 0;
+}
+
+static void
+test_queue_waits_are_interrupted_by_signals(void **state)
+{
+    (void)state;
+    mp_queue *q = open_queue(0, 0, true);
+    put_str(q, "x"); /* one unfinished task, so join blocks */
+    expect_str(q, "x", 0);
+    assert_child_ok(th_fork(child_get_interrupted, q));
     mp_queue_close(q);
 }
 
@@ -279,6 +315,13 @@ test_queue_streams_messages_larger_than_ring(void **state)
     pid_t pid = th_fork(child_put_big_then_small, q);
     unsigned char *buf = malloc(BIG);
     assert_non_null(buf);
+    /* Too small a buffer: the streamed message stays, and so it does for MP_NOWAIT, which
+     * cannot take it without waiting for its producer. */
+    size_t need = 0;
+    assert_int_equal(mp_queue_get(q, buf, 100, &need, 20000), -EMSGSIZE);
+    assert_int_equal(need, BIG);
+    assert_int_equal(mp_queue_get(q, buf, BIG, &need, MP_NOWAIT), -EAGAIN);
+    assert_int_equal(mp_queue_qsize(q), 1);
     for (uint32_t i = 0; i < 4; i++) {
         size_t len = 0;
         if (i % 2 == 0) {
@@ -583,6 +626,7 @@ main(void)
         cmocka_unit_test(test_queue_is_fifo_with_exact_qsize),
         cmocka_unit_test(test_queue_is_fifo_across_processes),
         cmocka_unit_test(test_queue_get_times_out_when_empty),
+        cmocka_unit_test(test_queue_waits_are_interrupted_by_signals),
         cmocka_unit_test(test_queue_put_blocks_at_maxsize),
         cmocka_unit_test(test_queue_put_blocks_when_ring_is_full),
         cmocka_unit_test(test_queue_get_keeps_message_when_buffer_too_small),
