@@ -233,7 +233,7 @@ MP_API int mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_m
  * -EMSGSIZE, *len is the length needed, and the message stays queued for a retry.
  * Returns 0; -EAGAIN with MP_NOWAIT when empty (or a streamed message is at the head);
  * -ETIMEDOUT; -EINTR; -EINVAL (NULL q or len, NULL buf with cap > 0, bad timeout). A timeout
- * in the middle of a streamed message drops that message. */
+ * or signal in the middle of a streamed message drops that message. */
 MP_API int mp_queue_get(mp_queue *q, void *buf, size_t cap, size_t *len, int timeout_ms);
 
 /* mp_queue_get_alloc - as mp_queue_get, into a new buffer stored in *data (release it with
@@ -241,8 +241,9 @@ MP_API int mp_queue_get(mp_queue *q, void *buf, size_t cap, size_t *len, int tim
  * plus -ENOMEM (the message stays queued). */
 MP_API int mp_queue_get_alloc(mp_queue *q, void **data, size_t *len, int timeout_ms);
 
-/* mp_queue_qsize - the number of messages in the queue: exact at an instant during the call
- * (a streamed message counts from its first chunk until it is fully taken). -EINVAL for NULL. */
+/* mp_queue_qsize - the number of messages in the queue: exact at an instant during the call.
+ * A streamed message counts from its first chunk until it is fully taken; one whose producer
+ * died or gave up counts until a consumer reaches and discards it. -EINVAL for NULL. */
 MP_API int mp_queue_qsize(mp_queue *q);
 
 /* mp_queue_empty / mp_queue_full - 1 or 0, exact at an instant during the call. full means a

@@ -782,13 +782,6 @@ mp_queue_get_alloc(mp_queue *q, void **data, size_t *len, int timeout_ms)
 
 /* ---- open, close, state ----------------------------------------------------------------------- */
 
-static int
-online_cpus(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
 int
 mp_queue_open(mp_queue **out, const mp_queue_opts *opts)
 {
@@ -819,7 +812,7 @@ mp_queue_open(mp_queue **out, const mp_queue_opts *opts)
     q->ring = (unsigned char *)q->seg.addr + hsize;
     q->cap = cap;
     q->mask = cap - 1;
-    q->spin = online_cpus() > 1;
+    q->spin = mp_cpu_count() > 1; /* the CPUs this process may run on, not those online */
     atomic_init(&q->spin_get, 256);
     atomic_init(&q->spin_put, 256);
     h->maxsize = opts->maxsize;
