@@ -260,6 +260,9 @@ test_queue_put_timing_out_mid_stream_is_discarded(void **state)
  * message delivered must be intact and delivered once, and every message whose put returned
  * must arrive, except at most the one a killed consumer had taken. */
 #define RK_MAXSEQ 4096u
+#ifndef RK_ROUNDS /* a soak run builds with a larger count */
+#define RK_ROUNDS (SANITIZED ? 8 : 25)
+#endif
 
 typedef struct rk_shared {
     _Atomic uint32_t stop, progress;
@@ -327,7 +330,7 @@ test_queue_survives_seeded_random_kills(void **state)
 {
     (void)state;
     unsigned seed = 12345;
-    int rounds = SANITIZED ? 8 : 25;
+    int rounds = RK_ROUNDS;
     for (int round = 0; round < rounds; round++) {
         mp_queue *q = open_queue(0, 4096, false);
         rk_shared *sh = th_shared(sizeof *sh);
