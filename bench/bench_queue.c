@@ -22,10 +22,10 @@ typedef enum { IMPL_QUEUE, IMPL_SOCK } impl;
 
 typedef struct work {
     impl kind;
-    size_t msg;     /* bytes per message */
+    size_t msg; /* bytes per message */
     int nprod, ncons;
-    mp_queue *q;    /* IMPL_QUEUE */
-    int fd[2];      /* IMPL_SOCK: producers write fd[0], consumers read fd[1] */
+    mp_queue *q;     /* IMPL_QUEUE */
+    int fd[2];       /* IMPL_SOCK: producers write fd[0], consumers read fd[1] */
     size_t capacity; /* IMPL_QUEUE ring bytes; 0 for the default */
 } work;
 
@@ -234,9 +234,9 @@ static int
 run_pingpong(pingpong *p, size_t samples, bench_sample *out)
 {
     for (int d = 0; d < 2; d++) {
-        if (p->kind == IMPL_QUEUE ? mp_queue_open(&p->q[d], NULL) != 0
-                                  : socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
-                                               p->fd[d]) != 0)
+        if (p->kind == IMPL_QUEUE
+                ? mp_queue_open(&p->q[d], NULL) != 0
+                : socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p->fd[d]) != 0)
             return 1;
     }
     atomic_store(start_word, 0);
@@ -324,8 +324,8 @@ pingpong_pair(const bench_config *cfg)
             return;
         bench_sample s;
         if (run_pingpong(&p, n / 10 + 1, &s) == 0 && run_pingpong(&p, n, &s) == 0) {
-            med[k] = bench_latency_row("ping-pong 64 B round trip", k == 0 ? "mp_queue" : "socketpair",
-                                       p.ns, n);
+            med[k] = bench_latency_row("ping-pong 64 B round trip",
+                                       k == 0 ? "mp_queue" : "socketpair", p.ns, n);
             printf("   %-31s %-16s cpu per round trip %.2f us\n", "", "",
                    s.cpu_s * 1e6 / (double)n);
         }
@@ -340,8 +340,9 @@ pingpong_pair(const bench_config *cfg)
 void
 bench_suite_queue(const bench_config *cfg)
 {
-    bench_header("queue", "1 producer -> 1 consumer unless noted; each beside a socketpair carrying "
-                          "[u32 len][payload] (SOCK_SEQPACKET for 2x2); default 1 MiB ring");
+    bench_header("queue",
+                 "1 producer -> 1 consumer unless noted; each beside a socketpair carrying "
+                 "[u32 len][payload] (SOCK_SEQPACKET for 2x2); default 1 MiB ring");
     start_word = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (start_word == MAP_FAILED)
         return;

@@ -3,7 +3,8 @@
  *
  *     def worker(q): q.put("Data from worker")
  *     queue = multiprocessing.Queue()
- *     process = multiprocessing.Process(target=worker, args=(queue,)); process.start(); process.join()
+ *     process = multiprocessing.Process(target=worker, args=(queue,))
+ *     process.start(); process.join()
  *     print(f"Received from worker: {queue.get()}")
  */
 #include <mpipc.h>

@@ -69,8 +69,8 @@ open_queue(size_t maxsize, size_t capacity, bool joinable)
 {
     mp_queue *q = NULL;
     assert_int_equal(
-        mp_queue_open(&q, &(mp_queue_opts){.maxsize = maxsize, .capacity = capacity,
-                                           .joinable = joinable}),
+        mp_queue_open(
+            &q, &(mp_queue_opts){.maxsize = maxsize, .capacity = capacity, .joinable = joinable}),
         0);
     return q;
 }

@@ -599,9 +599,8 @@ test_queue_is_safe_across_threads(void **state)
     pthread_t t[4];
     for (uint32_t i = 0; i < 4; i++) {
         c[i] = (thr_ctx){q, i % 2, seen, 0};
-        assert_int_equal(pthread_create(&t[i], NULL, i < 2 ? thread_producer : thread_consumer,
-                                        &c[i]),
-                         0);
+        assert_int_equal(
+            pthread_create(&t[i], NULL, i < 2 ? thread_producer : thread_consumer, &c[i]), 0);
     }
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
