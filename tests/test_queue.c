@@ -418,7 +418,7 @@ test_queue_streams_never_interleave(void **state)
 
 #define NPROD 4
 #define NCONS 4
-#define STRESS_N (SANITIZED ? 20000u : 100000u)
+#define STRESS_N 100000u
 
 typedef struct stress {
     mp_queue *q;

@@ -261,7 +261,7 @@ test_queue_put_timing_out_mid_stream_is_discarded(void **state)
  * must arrive, except at most the one a killed consumer had taken. */
 #define RK_MAXSEQ 4096u
 #ifndef RK_ROUNDS /* a soak run builds with a larger count */
-#define RK_ROUNDS (SANITIZED ? 8 : 25)
+#define RK_ROUNDS (SANITIZED ? 30 : 100)
 #endif
 
 typedef struct rk_shared {
