@@ -16,6 +16,7 @@ static const struct {
     {"sync", bench_suite_sync},
     {"pipe", bench_suite_pipe},
     {"value", bench_suite_value},
+    {"queue", bench_suite_queue},
 };
 
 int

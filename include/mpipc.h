@@ -506,6 +506,103 @@ MP_API int mp_conn_send_conn(mp_conn *c, const mp_conn *what, int timeout_ms);
 MP_API int mp_conn_recv_conn(mp_conn *c, mp_conn **out, int timeout_ms);
 
 /* ============================================================================================
+ * Queue (Python's multiprocessing.Queue, SimpleQueue and JoinableQueue)
+ *
+ * A FIFO of byte strings of any length, from zero bytes to far larger than the queue's ring,
+ * shared by any number of producer and consumer processes. Everything lives in one anonymous
+ * shared segment (a memfd): a header with robust locks and counters, and a byte ring. `put`
+ * copies the message into the ring before it returns: there is no feeder thread, nothing to
+ * flush at exit, and a message that was put survives its producer's exit.
+ *
+ * SimpleQueue is not a separate type: it is mp_queue_open(&q, NULL) (unbounded, no task
+ * counting), used with MP_FOREVER. JoinableQueue is the option `joinable`.
+ *
+ * Messages larger than the ring (ring bytes minus 8 for the frame header) are streamed through
+ * it in chunks while a consumer reads them; the producer and the consumer each hold the queue
+ * for the whole message, so messages never interleave. Such messages cannot be moved without
+ * waiting for the other side: with MP_NOWAIT, put returns -EAGAIN for them and get returns
+ * -EAGAIN while one is at the head.
+ *
+ * Crossing fork(): a child forked after mp_queue_open inherits the handle and may put, get,
+ * task_done, join and close it; all handles of one queue, in every process, are equal. The
+ * handle's fd is O_CLOEXEC, so exec'd programs do not inherit it. The queue lives until the
+ * last process holding it closes it (or exits). Thread safety: a handle may be used from
+ * several threads at once.
+ *
+ * Crash safety: a process killed at any point inside a call never blocks or corrupts the
+ * others. A producer killed while putting a message that fits the ring leaves no trace. A
+ * consumer killed while getting it either got it (the head had moved) or left it in the queue
+ * for the next consumer. A producer killed in the middle of a streamed message: consumers
+ * waiting for the next chunk notice within about 50 ms, discard the partial message and go
+ * on. A consumer killed (or timing out) in the middle of a streamed message loses that
+ * message; the next consumer skips its remainder. A message lost this way counts as done for
+ * mp_queue_join.
+ * ============================================================================================ */
+
+typedef struct mp_queue mp_queue;
+
+typedef struct mp_queue_opts {
+    /* Python's maxsize: the most messages the queue holds; put blocks beyond it. 0 means no
+     * limit by count (only the ring's bytes limit it). Less than 2^29. */
+    size_t maxsize;
+    /* Ring size in bytes, rounded up to a power of two, 64 B .. 4 GiB. 0 gives 1 MiB.
+     * The memory is reserved at open (-ENOSPC if /dev/shm is full). */
+    size_t capacity;
+    /* JoinableQueue: count unfinished tasks for mp_queue_task_done and mp_queue_join. */
+    bool joinable;
+} mp_queue_opts;
+
+/* mp_queue_open - create a queue; `opts` may be NULL (a SimpleQueue: no limits, 1 MiB ring).
+ * Returns 0, -EINVAL (NULL out, maxsize or capacity out of range), -ENOMEM, -ENOSPC, -EMFILE. */
+MP_API int mp_queue_open(mp_queue **out, const mp_queue_opts *opts);
+
+/* mp_queue_put - append a copy of data[0..len) (len may be 0; data may then be NULL). Blocks
+ * while the queue holds maxsize messages or the ring has no room. The deadline covers the
+ * lock, the wait for room and, for a streamed message, the whole stream.
+ * Returns 0; -EAGAIN with MP_NOWAIT when full (always for a message larger than the ring);
+ * -ETIMEDOUT (nothing of the message is visible: a stream that timed out is discarded by
+ * consumers); -EINTR when a signal handler interrupted a wait; -EINVAL for bad arguments. */
+MP_API int mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms);
+
+/* mp_queue_get - remove the oldest message and copy it into buf (capacity cap bytes); its
+ * length goes to *len. Blocks while the queue is empty. If the message is longer than cap:
+ * -EMSGSIZE, *len is the length needed, and the message stays queued for a retry.
+ * Returns 0; -EAGAIN with MP_NOWAIT when empty (or a streamed message is at the head);
+ * -ETIMEDOUT; -EINTR; -EINVAL (NULL q or len, NULL buf with cap > 0, bad timeout). A timeout
+ * or signal in the middle of a streamed message drops that message. */
+MP_API int mp_queue_get(mp_queue *q, void *buf, size_t cap, size_t *len, int timeout_ms);
+
+/* mp_queue_get_alloc - as mp_queue_get, into a new buffer stored in *data (release it with
+ * mp_free; a zero-length message still gives a non-NULL buffer). Returns as mp_queue_get,
+ * plus -ENOMEM (the message stays queued). */
+MP_API int mp_queue_get_alloc(mp_queue *q, void **data, size_t *len, int timeout_ms);
+
+/* mp_queue_qsize - the number of messages in the queue: exact at an instant during the call.
+ * A streamed message counts from its first chunk until it is fully taken; one whose producer
+ * died or gave up counts until a consumer reaches and discards it. -EINVAL for NULL. */
+MP_API int mp_queue_qsize(mp_queue *q);
+
+/* mp_queue_empty / mp_queue_full - 1 or 0, exact at an instant during the call. full means a
+ * put would block now: maxsize messages are queued, or the ring has no room for even an empty
+ * message. -EINVAL for NULL. */
+MP_API int mp_queue_empty(mp_queue *q);
+MP_API int mp_queue_full(mp_queue *q);
+
+/* mp_queue_task_done - JoinableQueue: one message taken earlier has been processed. Each put
+ * adds one unfinished task. Returns 0; -EINVAL if called more often than messages were put
+ * (Python's ValueError) or the queue is not joinable. Never blocks. */
+MP_API int mp_queue_task_done(mp_queue *q);
+
+/* mp_queue_join - JoinableQueue: wait until every message put has been task_done (or lost to
+ * a crash). Returns 0; -EAGAIN (MP_NOWAIT) or -ETIMEDOUT while tasks remain; -EINTR; -EINVAL
+ * if the queue is not joinable. */
+MP_API int mp_queue_join(mp_queue *q, int timeout_ms);
+
+/* mp_queue_close - release this process's mapping and fd and free the handle (NULL is fine).
+ * Other processes keep using the queue. Messages still queued are freed with the last handle. */
+MP_API void mp_queue_close(mp_queue *q);
+
+/* ============================================================================================
  * Value / Array (Python's multiprocessing.Value, Array, RawValue, RawArray: sharedctypes)
  *
  * A value or a fixed-length array of one C type in shared memory (a block of the library's

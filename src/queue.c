@@ -1,0 +1,487 @@
+/*
+ * queue.c - mp_queue: Python's Queue, SimpleQueue and JoinableQueue in one shared segment.
+ *
+ * This file holds the waits, the locks, messages that fit the ring, and the API. Messages
+ * larger than the ring are in queue_stream.c; the layout and the crash-safety argument are
+ * in queue.h.
+ */
+#include "queue.h"
+
+/* ---- waiting: bounded adaptive spin, then a futex word ------------------------------------ */
+
+/* mp__queue_wait - until ready(q, arg) or the deadline. The spin (which waits for
+ * ready(q, spin_arg), a condition at least as strong) adapts to how long waits have
+ * recently lasted (as glibc's adaptive mutexes do) and never exceeds SPIN_MAX pauses, so on
+ * two cores a waiter that spins in vain gives its CPU back quickly; est NULL: no spin.
+ * Returns 0, -ETIMEDOUT or -EINTR. */
+int
+mp__queue_wait(mp_queue *q, struct waitq *w, _Atomic unsigned *est, mp__queue_ready ready,
+               uint64_t arg, uint64_t spin_arg, const mp__deadline *dl)
+{
+    if (ready(q, arg))
+        return 0;
+    if (q->spin && est != NULL) {
+        int e = (int)atomic_load_explicit(est, memory_order_relaxed);
+        int max = e < (int)SPIN_MIN ? (int)SPIN_MIN : e > (int)SPIN_MAX ? (int)SPIN_MAX : e;
+        /* Check at exponentially spaced pauses, then every 8 (about 200 ns): checking reads
+         * the other side's position line, and reading it on every pause would pull that line
+         * away from its writer for every message it publishes. */
+        for (int i = 1, next = 1; i <= max; i++) {
+            cpu_relax();
+            if (i < next)
+                continue;
+            next = i < 8 ? 2 * i : i + 8;
+            if (ready(q, spin_arg)) {
+                /* Aim for twice the wait that just succeeded. */
+                atomic_store_explicit(est, (unsigned)(e + (2 * i - e) / 8), memory_order_relaxed);
+                return 0;
+            }
+        }
+        /* Spinning did not pay: spin a little less next time. Shrinking slowly keeps one
+         * descheduled peer from talking the waiter out of spinning for good. */
+        atomic_store_explicit(est, (unsigned)(e - e / 16), memory_order_relaxed);
+    }
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(&w->word, memory_order_acquire);
+        atomic_fetch_add(&w->waiters, 1);
+        atomic_exchange(&w->armed, 1);
+        bool ok = ready(q, arg);
+        int r = ok ? 0 : mp__futex_wait(&w->word, seq, dl);
+        atomic_fetch_sub(&w->waiters, 1);
+        if (ok || ready(q, arg))
+            return 0;
+        if (r < 0)
+            return r;
+        if (mp__deadline_passed(dl))
+            return -ETIMEDOUT;
+    }
+}
+
+static bool
+can_put(mp_queue *q, uint64_t arg)
+{
+    uint64_t t = atomic_load_explicit(&q->h->tail, memory_order_relaxed);
+    uint64_t h = atomic_load_explicit(&q->h->head, memory_order_acquire);
+    return room_in(q, t, h, arg);
+}
+
+static bool
+can_get(mp_queue *q, uint64_t arg)
+{
+    (void)arg;
+    uint64_t h = atomic_load_explicit(&q->h->head, memory_order_relaxed);
+    uint64_t t = atomic_load_explicit(&q->h->tail, memory_order_acquire);
+    return w_seq(t) != w_seq(h);
+}
+
+/* Under plock: room for arg, first against the cached head, then against a fresh one. */
+bool
+mp__queue_room_locked(mp_queue *q, uint64_t t, uint64_t arg)
+{
+    struct qhdr *h = q->h;
+    if (room_in(q, t, atomic_load_explicit(&h->head_cache, memory_order_relaxed), arg))
+        return true;
+    uint64_t hw = atomic_load_explicit(&h->head, memory_order_acquire);
+    atomic_store_explicit(&h->head_cache, hw, memory_order_relaxed);
+    return room_in(q, t, hw, arg);
+}
+
+/* ---- JoinableQueue counter ------------------------------------------------------------------ */
+
+/* Lower the unfinished count; -EINVAL (and no change) when it is already 0. */
+int
+mp__queue_task_drop(mp_queue *q)
+{
+    struct qhdr *h = q->h;
+    uint64_t u = atomic_load(&h->unfinished);
+    do {
+        if (u == 0)
+            return -EINVAL;
+    } while (!atomic_compare_exchange_weak(&h->unfinished, &u, u - 1));
+    if (u == 1)
+        wake(&h->unf);
+    return 0;
+}
+
+/* ---- producer side -------------------------------------------------------------------------- */
+
+/* With plock held after EOWNERDEAD: undo the unfinished raise of a publish that never
+ * happened, and end an open stream. Bytes past the tail need nothing: they are not visible. */
+void
+mp__queue_repair(mp_queue *q)
+{
+    struct qhdr *h = q->h;
+    if (atomic_load(&h->rec_active)) {
+        uint64_t rt = atomic_load(&h->rec_tail);
+        atomic_store(&h->rec_active, 0);
+        if (atomic_load(&h->tail) == rt)
+            mp__queue_task_drop(q);
+    }
+}
+
+/* Lock a robust mutex: a trylock first (the uncontended fast path), then a wait bounded by the
+ * deadline. ThreadSanitizer does not intercept pthread_mutex_clocklock, so under it the timed
+ * wait polls trylock instead, which it does understand. */
+#if defined(__SANITIZE_THREAD__)
+#define QUEUE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define QUEUE_TSAN 1
+#endif
+#endif
+
+static int
+lock_robust(pthread_mutex_t *m, const mp__deadline *dl)
+{
+    int r = pthread_mutex_trylock(m);
+    if (r == 0)
+        return 0;
+    if (r == EOWNERDEAD)
+        return MP_OWNERDEAD;
+    if (r != EBUSY)
+        return -r;
+#if defined(QUEUE_TSAN)
+    if (!mp__deadline_forever(dl)) {
+        while ((r = pthread_mutex_trylock(m)) == EBUSY) {
+            if (mp__deadline_passed(dl))
+                return -ETIMEDOUT;
+            nanosleep(&(struct timespec){0, 100000}, NULL);
+        }
+        return r == EOWNERDEAD ? MP_OWNERDEAD : -r;
+    }
+#endif
+    return mp__mutex_lock(m, dl);
+}
+
+static int
+lock_producer(mp_queue *q, const mp__deadline *dl)
+{
+    struct qhdr *h = q->h;
+    int r = lock_robust(&h->plock, dl);
+    if (r < 0)
+        return r;
+    if (r == MP_OWNERDEAD) {
+        mp__queue_repair(q);
+        mp__mutex_consistent(&h->plock);
+    }
+    if (atomic_load_explicit(&h->tail, memory_order_relaxed) & F_STREAM)
+        mp__queue_abort(q);
+    return 0;
+}
+
+/* Publish the tail that makes a new message visible. A JoinableQueue raises the unfinished
+ * count first, with a record that lets a repairer undo the raise if this process dies before
+ * the store. */
+void
+mp__queue_publish(mp_queue *q, uint64_t old, uint64_t neww)
+{
+    struct qhdr *h = q->h;
+    if (h->joinable) {
+        atomic_store(&h->rec_tail, old);
+        atomic_store(&h->rec_active, 1);
+        atomic_fetch_add(&h->unfinished, 1);
+        mp__fault("queue.put.counted");
+        atomic_store_explicit(&h->tail, neww, memory_order_release);
+        atomic_store_explicit(&h->rec_active, 0, memory_order_release);
+    } else {
+        atomic_store_explicit(&h->tail, neww, memory_order_release);
+    }
+}
+
+int
+mp__queue_put_wait(mp_queue *q, uint64_t need, const mp__deadline *dl)
+{
+    /* Spin for a quarter of the ring rather than for one frame: a producer that resumes as
+     * soon as one frame is free keeps writing the cache lines its consumer is reading. */
+    uint64_t far = (need & ~NEED_COUNT) > q->cap / 4 ? need : (q->cap / 4) | (need & NEED_COUNT);
+    return mp__queue_wait(q, &q->h->nf, &q->spin_put, can_put, need, far, dl);
+}
+
+/* The lock deadline: the call's, but MP_NOWAIT still waits briefly for a lock that another
+ * process holds only to copy a message, so that "nowait" fails only on a really full or
+ * empty queue (Python's get(block=False) fails when another reader holds the lock). */
+static mp__deadline
+lock_deadline(const mp__deadline *dl, bool nowait)
+{
+    mp__deadline ld = *dl;
+    if (nowait)
+        ld.abs_ns = mp__now_ns() + NOWAIT_LOCK_NS;
+    return ld;
+}
+
+int
+mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
+{
+    if (q == NULL || (data == NULL && len != 0) || len > (SIZE_MAX >> 2))
+        return -EINVAL;
+    mp__deadline dl;
+    int r = mp__deadline_init(&dl, timeout_ms);
+    if (r < 0)
+        return r;
+    struct qhdr *h = q->h;
+    bool nowait = timeout_ms == MP_NOWAIT;
+    uint64_t frame = HDR + pad8(len);
+    bool stream = frame > q->cap;
+    /* A message larger than the ring can only be written while consumers read it. */
+    if (stream && nowait)
+        return -EAGAIN;
+    mp__deadline ld = lock_deadline(&dl, nowait);
+    uint64_t t;
+    for (;;) {
+        if ((r = lock_producer(q, &ld)) < 0)
+            return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
+        if (stream) {
+            r = mp__queue_put_stream(q, data, len, &dl);
+            mp__mutex_unlock(&h->plock);
+            return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
+        }
+        t = atomic_load_explicit(&h->tail, memory_order_relaxed);
+        if (mp__queue_room_locked(q, t, frame | NEED_COUNT))
+            break;
+        mp__mutex_unlock(&h->plock);
+        if (nowait)
+            return -EAGAIN;
+        if ((r = mp__queue_put_wait(q, frame | NEED_COUNT, &dl)) < 0)
+            return r;
+        ld = dl;
+    }
+    *ring_word(q, w_pos(t)) = len;
+    ring_write(q, w_pos(t) + HDR, data, len);
+    mp__fault("queue.put.copied");
+    mp__queue_publish(q, t, w_make(w_pos(t) + frame, w_seq(t) + 1, 0));
+    mp__mutex_unlock(&h->plock);
+    wake(&h->ne);
+    return 0;
+}
+
+/* ---- consumer side -------------------------------------------------------------------------- */
+
+static int
+lock_consumer(mp_queue *q, const mp__deadline *dl)
+{
+    int r = lock_robust(&q->h->clock, dl);
+    if (r == MP_OWNERDEAD) {
+        /* The consumer state is kept consistent store by store: an interrupted copy left its
+         * message in place, and an interrupted stream is resumed from its record. */
+        mp__mutex_consistent(&q->h->clock);
+        r = 0;
+    }
+    return r;
+}
+
+/* With clock held and a message at the head: take it into buf (or a new buffer when abuf is
+ * set). 0, STREAM_DISCARDED (look at the next message), or a negative error. */
+static int
+take(mp_queue *q, uint64_t hw, void *buf, size_t cap, void **abuf, size_t *lenp,
+     const mp__deadline *dl, bool nowait)
+{
+    struct qhdr *h = q->h;
+    uint64_t len = *ring_word(q, w_pos(hw));
+    uint64_t frame = HDR + pad8(len);
+    *lenp = len;
+    unsigned char *dst = buf;
+    if (frame > q->cap && ((abuf == NULL && len > cap) || nowait) &&
+        mp__queue_stream_drop_aborted(q, hw, len))
+        return STREAM_DISCARDED;
+    if (abuf == NULL && len > cap)
+        return -EMSGSIZE;
+    if (frame > q->cap && nowait)
+        return -EAGAIN; /* completing a streamed message means waiting for its producer */
+    if (abuf != NULL && (dst = mp__malloc(len > 0 ? len : 1)) == NULL)
+        return -ENOMEM;
+    int r;
+    if (frame <= q->cap) {
+        ring_read(q, w_pos(hw) + HDR, dst, len);
+        mp__fault("queue.get.copied");
+        atomic_store_explicit(&h->head, w_make(w_pos(hw) + frame, w_seq(hw) + 1, 0),
+                              memory_order_release);
+        r = 0;
+    } else {
+        r = mp__queue_stream_take(q, hw, len, dst, dl);
+    }
+    if (abuf != NULL) {
+        if (r == 0)
+            *abuf = dst;
+        else
+            mp__free(dst);
+    }
+    return r;
+}
+
+static int
+get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int timeout_ms)
+{
+    mp__deadline dl;
+    int r = mp__deadline_init(&dl, timeout_ms);
+    if (r < 0)
+        return r;
+    struct qhdr *h = q->h;
+    bool nowait = timeout_ms == MP_NOWAIT;
+    if (nowait && !can_get(q, 0))
+        return -EAGAIN;
+    mp__deadline ld = lock_deadline(&dl, nowait);
+    for (;;) {
+        if ((r = lock_consumer(q, &ld)) < 0)
+            return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
+        for (;;) {
+            if (atomic_load_explicit(&h->c_active, memory_order_relaxed) &&
+                (r = mp__queue_stream_resume(q, &dl)) < 0)
+                break;
+            uint64_t hw = atomic_load_explicit(&h->head, memory_order_relaxed);
+            uint64_t t = atomic_load_explicit(&h->tail_cache, memory_order_relaxed);
+            if (w_seq(t) == w_seq(hw)) {
+                t = atomic_load_explicit(&h->tail, memory_order_acquire);
+                atomic_store_explicit(&h->tail_cache, t, memory_order_relaxed);
+            }
+            if (w_seq(t) == w_seq(hw)) {
+                r = -EAGAIN;
+                break;
+            }
+            if ((r = take(q, hw, buf, cap, abuf, lenp, &dl, nowait)) != STREAM_DISCARDED)
+                break;
+        }
+        mp__mutex_unlock(&h->clock);
+        if (r != -EAGAIN || nowait) {
+            if (r == 0)
+                wake(&h->nf);
+            return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
+        }
+        r = mp__queue_wait(q, &h->ne, &q->spin_get, can_get, 0, 0, &dl);
+        if (r < 0)
+            return r;
+        ld = dl;
+    }
+}
+
+int
+mp_queue_get(mp_queue *q, void *buf, size_t cap, size_t *len, int timeout_ms)
+{
+    if (q == NULL || len == NULL || (buf == NULL && cap != 0))
+        return -EINVAL;
+    return get_impl(q, buf, cap, NULL, len, timeout_ms);
+}
+
+int
+mp_queue_get_alloc(mp_queue *q, void **data, size_t *len, int timeout_ms)
+{
+    if (q == NULL || data == NULL || len == NULL)
+        return -EINVAL;
+    return get_impl(q, NULL, 0, data, len, timeout_ms);
+}
+
+/* ---- open, close, state -----------------------------------------------------------------------
+ */
+
+int
+mp_queue_open(mp_queue **out, const mp_queue_opts *opts)
+{
+    static const mp_queue_opts defaults;
+    if (out == NULL)
+        return -EINVAL;
+    *out = NULL;
+    if (opts == NULL)
+        opts = &defaults;
+    uint64_t cap = opts->capacity == 0 ? DEFAULT_CAPACITY : opts->capacity;
+    if (cap > MAX_CAPACITY || opts->maxsize > SEQ_MASK / 2)
+        return -EINVAL;
+    if (cap < MIN_CAPACITY)
+        cap = MIN_CAPACITY;
+    while (cap & (cap - 1))
+        cap += cap & -cap; /* round up to a power of two */
+    mp_queue *q = mp__calloc(1, sizeof *q);
+    if (q == NULL)
+        return -ENOMEM;
+    size_t hsize = (sizeof(struct qhdr) + 4095) & ~(size_t)4095;
+    int r = mp__seg_create(&q->seg, NULL, hsize + cap);
+    if (r < 0) {
+        mp__free(q);
+        return r;
+    }
+    struct qhdr *h = q->seg.addr;
+    q->h = h;
+    q->ring = (unsigned char *)q->seg.addr + hsize;
+    q->cap = cap;
+    q->mask = cap - 1;
+    q->spin = mp_cpu_count() > 1; /* the CPUs this process may run on, not those online */
+    atomic_init(&q->spin_get, 256);
+    atomic_init(&q->spin_put, 256);
+    h->maxsize = opts->maxsize;
+    h->joinable = opts->joinable;
+    if ((r = mp__mutex_init(&h->plock)) < 0 || (r = mp__mutex_init(&h->clock)) < 0) {
+        mp__seg_close(&q->seg);
+        mp__free(q);
+        return r;
+    }
+    *out = q;
+    return 0;
+}
+
+void
+mp_queue_close(mp_queue *q)
+{
+    if (q == NULL)
+        return;
+    mp__seg_close(&q->seg);
+    mp__free(q);
+}
+
+int
+mp_queue_qsize(mp_queue *q)
+{
+    if (q == NULL)
+        return -EINVAL;
+    /* Head first: the tail read afterwards is at least as new, so the count is never negative
+     * and equals the true count at some instant during the call. */
+    uint64_t hw = atomic_load_explicit(&q->h->head, memory_order_acquire);
+    uint64_t t = atomic_load_explicit(&q->h->tail, memory_order_acquire);
+    return (int)w_count(t, hw);
+}
+
+int
+mp_queue_empty(mp_queue *q)
+{
+    int n = mp_queue_qsize(q);
+    return n < 0 ? n : n == 0;
+}
+
+int
+mp_queue_full(mp_queue *q)
+{
+    if (q == NULL)
+        return -EINVAL;
+    uint64_t hw = atomic_load_explicit(&q->h->head, memory_order_acquire);
+    uint64_t t = atomic_load_explicit(&q->h->tail, memory_order_acquire);
+    return !room_in(q, t, hw, HDR | NEED_COUNT);
+}
+
+int
+mp_queue_task_done(mp_queue *q)
+{
+    if (q == NULL || !q->h->joinable)
+        return -EINVAL;
+    return mp__queue_task_drop(q);
+}
+
+static bool
+all_done(mp_queue *q, uint64_t arg)
+{
+    (void)arg;
+    return atomic_load_explicit(&q->h->unfinished, memory_order_acquire) == 0;
+}
+
+int
+mp_queue_join(mp_queue *q, int timeout_ms)
+{
+    if (q == NULL || !q->h->joinable)
+        return -EINVAL;
+    mp__deadline dl;
+    int r = mp__deadline_init(&dl, timeout_ms);
+    if (r < 0)
+        return r;
+    if (all_done(q, 0))
+        return 0;
+    if (timeout_ms == MP_NOWAIT)
+        return -EAGAIN;
+    /* No spin: join waits for whole tasks, which take far longer than a spin. */
+    return mp__queue_wait(q, &q->h->unf, NULL, all_done, 0, 0, &dl);
+}
