@@ -84,6 +84,9 @@ int mp__futex_wake(_Atomic uint32_t *word, int n);
 int mp__mutex_init(pthread_mutex_t *m);
 int mp__mutex_lock(pthread_mutex_t *m, const mp__deadline *dl);
 int mp__mutex_consistent(pthread_mutex_t *m);
+/* mp__mutex_clocklock - pthread_mutex_clocklock on CLOCK_MONOTONIC (returns its error code, not
+ * negated), made visible to ThreadSanitizer, which does not intercept it. */
+int mp__mutex_clocklock(pthread_mutex_t *m, const struct timespec *abs);
 int mp__mutex_unlock(pthread_mutex_t *m);
 
 /* ---- shared segments -----------------------------------------------------------------------

@@ -122,25 +122,35 @@ mp__mutex_init(pthread_mutex_t *m)
 }
 
 int
+mp__mutex_clocklock(pthread_mutex_t *m, const struct timespec *abs)
+{
+#if defined(MP__TSAN)
+    /* TSan does not intercept pthread_mutex_clocklock: tell it about the acquisition, or the
+     * matching unlock looks like an unlock of an unlocked mutex. */
+    __tsan_mutex_pre_lock(m, __tsan_mutex_try_lock);
+    int r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, abs);
+    __tsan_mutex_post_lock(
+        m, __tsan_mutex_try_lock | (r == 0 || r == EOWNERDEAD ? 0 : __tsan_mutex_try_lock_failed),
+        0);
+    return r;
+#else
+    return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, abs);
+#endif
+}
+
+int
 mp__mutex_lock(pthread_mutex_t *m, const mp__deadline *dl)
 {
-    int r;
-    if (dl == NULL || mp__deadline_forever(dl)) {
-        r = pthread_mutex_lock(m);
-    } else {
-        struct timespec ts = mp__deadline_ts(dl);
-#if defined(MP__TSAN)
-        /* TSan does not intercept pthread_mutex_clocklock: tell it about the acquisition, or
-         * the matching unlock looks like an unlock of an unlocked mutex. */
-        __tsan_mutex_pre_lock(m, __tsan_mutex_try_lock);
-        r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
-        __tsan_mutex_post_lock(m,
-                               __tsan_mutex_try_lock |
-                                   (r == 0 || r == EOWNERDEAD ? 0 : __tsan_mutex_try_lock_failed),
-                               0);
-#else
-        r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
-#endif
+    /* The uncontended case costs one CAS either way; trying it first spares the slow paths the
+     * deadline arithmetic. */
+    int r = pthread_mutex_trylock(m);
+    if (r == EBUSY) {
+        if (dl == NULL || mp__deadline_forever(dl)) {
+            r = pthread_mutex_lock(m);
+        } else {
+            struct timespec ts = mp__deadline_ts(dl);
+            r = mp__mutex_clocklock(m, &ts);
+        }
     }
     if (r == EOWNERDEAD)
         return MP_OWNERDEAD;

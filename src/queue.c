@@ -119,45 +119,11 @@ mp__queue_repair(mp_queue *q)
     }
 }
 
-/* Lock a robust mutex: a trylock first (the uncontended fast path), then a wait bounded by the
- * deadline. ThreadSanitizer does not intercept pthread_mutex_clocklock, so under it the timed
- * wait polls trylock instead, which it does understand. */
-#if defined(__SANITIZE_THREAD__)
-#define QUEUE_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define QUEUE_TSAN 1
-#endif
-#endif
-
-static int
-lock_robust(pthread_mutex_t *m, const mp__deadline *dl)
-{
-    int r = pthread_mutex_trylock(m);
-    if (r == 0)
-        return 0;
-    if (r == EOWNERDEAD)
-        return MP_OWNERDEAD;
-    if (r != EBUSY)
-        return -r;
-#if defined(QUEUE_TSAN)
-    if (!mp__deadline_forever(dl)) {
-        while ((r = pthread_mutex_trylock(m)) == EBUSY) {
-            if (mp__deadline_passed(dl))
-                return -ETIMEDOUT;
-            nanosleep(&(struct timespec){0, 100000}, NULL);
-        }
-        return r == EOWNERDEAD ? MP_OWNERDEAD : -r;
-    }
-#endif
-    return mp__mutex_lock(m, dl);
-}
-
 static int
 lock_producer(mp_queue *q, const mp__deadline *dl)
 {
     struct qhdr *h = q->h;
-    int r = lock_robust(&h->plock, dl);
+    int r = mp__mutex_lock(&h->plock, dl);
     if (r < 0)
         return r;
     if (r == MP_OWNERDEAD) {
@@ -259,7 +225,7 @@ mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
 static int
 lock_consumer(mp_queue *q, const mp__deadline *dl)
 {
-    int r = lock_robust(&q->h->clock, dl);
+    int r = mp__mutex_lock(&q->h->clock, dl);
     if (r == MP_OWNERDEAD) {
         /* The consumer state is kept consistent store by store: an interrupted copy left its
          * message in place, and an interrupted stream is resumed from its record. */

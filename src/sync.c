@@ -259,7 +259,7 @@ lock_acquire(mp_lock *l, int timeout_ms)
     mp__deadline dl;
     mp__deadline_init(&dl, timeout_ms);
     struct timespec ts = mp__deadline_ts(&dl);
-    return lock_took(l, pthread_mutex_clocklock(&l->s->m, CLOCK_MONOTONIC, &ts));
+    return lock_took(l, mp__mutex_clocklock(&l->s->m, &ts));
 }
 
 int
