@@ -70,5 +70,6 @@ void bench_suite_process(const bench_config *cfg);
 void bench_suite_shm(const bench_config *cfg);
 void bench_suite_sync(const bench_config *cfg);
 void bench_suite_pipe(const bench_config *cfg);
+void bench_suite_listener(const bench_config *cfg);
 
 #endif

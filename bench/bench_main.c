@@ -15,6 +15,7 @@ static const struct {
     {"shm", bench_suite_shm},
     {"sync", bench_suite_sync},
     {"pipe", bench_suite_pipe},
+    {"listener", bench_suite_listener},
 };
 
 int
