@@ -52,9 +52,8 @@ listener(const char *address, bool spawn_client)
         return 1;
     }
     mp_process *p = NULL;
-    if (spawn_client &&
-        (mp_process_open(&p, client, (void *)mp_listener_address(l), NULL) != 0 ||
-         mp_process_start(p) != 0)) {
+    if (spawn_client && (mp_process_open(&p, client, (void *)mp_listener_address(l), NULL) != 0 ||
+                         mp_process_start(p) != 0)) {
         mp_process_close(p);
         mp_listener_close(l);
         return 1;

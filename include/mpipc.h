@@ -544,8 +544,8 @@ typedef struct mp_listener mp_listener;
 /* Options for mp_listener_open. All zero (or NULL) means: no authentication, backlog
  * SOMAXCONN, 10 s per handshake. */
 typedef struct mp_listener_opts {
-    const void *authkey;      /* NULL: no handshake (authkey=None); else authkey_len bytes (0 ok) */
-    size_t authkey_len;
+    const void *authkey;      /* NULL: no handshake (authkey=None); else authkey_len bytes */
+    size_t authkey_len;       /* may be 0: an empty key still runs the handshake */
     bool sha256_only;         /* refuse HMAC-MD5 (CPython 3.11 peers) */
     int backlog;              /* listen() backlog; 0: SOMAXCONN */
     int handshake_timeout_ms; /* bound on each connection's handshake; 0: 10000; MP_FOREVER ok */
@@ -553,9 +553,9 @@ typedef struct mp_listener_opts {
 
 /* Options for mp_client_connect. All zero (or NULL): no authentication. */
 typedef struct mp_client_opts {
-    const void *authkey; /* NULL: no handshake; else authkey_len bytes (0 ok) */
-    size_t authkey_len;
-    bool sha256_only; /* refuse HMAC-MD5 (CPython 3.11 listeners) */
+    const void *authkey; /* NULL: no handshake; else authkey_len bytes */
+    size_t authkey_len;  /* may be 0: an empty key still runs the handshake */
+    bool sha256_only;    /* refuse HMAC-MD5 (CPython 3.11 listeners) */
 } mp_client_opts;
 
 /* mp_listener_open - Python's Listener(address, backlog=..., authkey=...). Binds and listens on

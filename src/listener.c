@@ -28,15 +28,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define HS_MAX 256                   /* Python's recv_bytes(256) in every handshake step */
-#define HS_DEFAULT_TIMEOUT_MS 10000  /* handshake_timeout_ms = 0 */
-#define CHALLENGE "#CHALLENGE#"      /* 11 bytes */
-#define WELCOME "#WELCOME#"          /* 9 bytes */
-#define FAILURE "#FAILURE#"          /* 9 bytes */
+#define HS_MAX 256                  /* Python's recv_bytes(256) in every handshake step */
+#define HS_DEFAULT_TIMEOUT_MS 10000 /* handshake_timeout_ms = 0 */
+#define CHALLENGE "#CHALLENGE#"     /* 11 bytes */
+#define WELCOME "#WELCOME#"         /* 9 bytes */
+#define FAILURE "#FAILURE#"         /* 9 bytes */
 #define PREFIX_LEN 11
-#define LEGACY_CHALLENGE_LEN 20      /* CPython 3.11's random challenge: answer raw HMAC-MD5 */
-#define MODERN_RANDOM_LEN 40         /* CPython 3.12+'s MESSAGE_LENGTH */
-#define MAX_DIGEST_NAME 8            /* "sha3_256": '}' must come within 9 bytes of '{' */
+#define LEGACY_CHALLENGE_LEN 20 /* CPython 3.11's random challenge: answer raw HMAC-MD5 */
+#define MODERN_RANDOM_LEN 40    /* CPython 3.12+'s MESSAGE_LENGTH */
+#define MAX_DIGEST_NAME 8       /* "sha3_256": '}' must come within 9 bytes of '{' */
 
 struct mp_listener {
     int fd;
@@ -247,7 +247,8 @@ digest_prefix(const uint8_t *m, size_t n, mp__digest_kind *kind)
 {
     if (n < 2 || m[0] != '{')
         return -1;
-    const uint8_t *close = memchr(m + 1, '}', n - 1 < MAX_DIGEST_NAME + 1 ? n - 1 : MAX_DIGEST_NAME + 1);
+    const uint8_t *close =
+        memchr(m + 1, '}', n - 1 < MAX_DIGEST_NAME + 1 ? n - 1 : MAX_DIGEST_NAME + 1);
     if (close == NULL)
         return -1;
     size_t len = (size_t)(close - m - 1);

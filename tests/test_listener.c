@@ -113,7 +113,8 @@ static int
 open_or_skip(mp_listener **l, const char *addr, const mp_listener_opts *o)
 {
     int r = mp_listener_open(l, addr, o);
-    if (r == -EADDRNOTAVAIL || r == -EAFNOSUPPORT || (r == -EINVAL && addr != NULL && addr[0] == '['))
+    if (r == -EADDRNOTAVAIL || r == -EAFNOSUPPORT ||
+        (r == -EINVAL && addr != NULL && addr[0] == '['))
         return 1;
     assert_int_equal(r, 0);
     return 0;
@@ -254,8 +255,8 @@ test_handshake_macs_match_cpython_vectors(void **state)
 struct client_arg {
     const char *addr;
     mp_client_opts opts;
-    int expect;       /* mp_client_connect's expected result */
-    bool talk;        /* then run talk() */
+    int expect; /* mp_client_connect's expected result */
+    bool talk;  /* then run talk() */
     int timeout_ms;
 };
 
@@ -266,7 +267,8 @@ client_child(void *p)
     mp_conn *c = NULL;
     int r = mp_client_connect(&c, a->addr, &a->opts, a->timeout_ms ? a->timeout_ms : 10000);
     if (r != a->expect)
-        fprintf(stderr, "client: %s: got %d (%s), want %d\n", a->addr, r, mp_strerror(r), a->expect);
+        fprintf(stderr, "client: %s: got %d (%s), want %d\n", a->addr, r, mp_strerror(r),
+                a->expect);
     CHILD_CHECK(r == a->expect);
     if (r == 0 && a->talk)
         CHILD_CHECK(talk(c) == 0);
@@ -469,15 +471,17 @@ test_listener_refuses_malformed_and_oversized_responses(void **state)
     check_listener_refuses("\xff\xff\xff\xff\x00\x00\x01\x00\x00\x00\x00\x00", 12, false, -EPROTO,
                            false);
     /* The -1 escape with a small length is a valid frame (Python accepts it): a wrong MAC. */
-    check_listener_refuses("\xff\xff\xff\xff\x00\x00\x00\x00\x00\x00\x00\x03" "abc", 15, false,
-                           -EACCES, true);
+    check_listener_refuses("\xff\xff\xff\xff\x00\x00\x00\x00\x00\x00\x00\x03"
+                           "abc",
+                           15, false, -EACCES, true);
     /* Well-framed but wrong: a refusal with #FAILURE#. */
     memset(b + 4, 0, 16);
     check_listener_refuses(b, frame(b, b + 4, 16), false, -EACCES, true);
     memcpy(b + 100, "{sha256}", 8);
     memset(b + 108, 0, 32);
     check_listener_refuses(b, frame(b, b + 100, 40), false, -EACCES, true);
-    check_listener_refuses(b, frame(b, "{sha384}0123456789012345678901234567890123456789012345", 54),
+    check_listener_refuses(b,
+                           frame(b, "{sha384}0123456789012345678901234567890123456789012345", 54),
                            false, -EACCES, true);
     check_listener_refuses(b, frame(b, "{nonsense}", 10), false, -EACCES, true);
     check_listener_refuses(b, frame(b, "", 0), false, -EACCES, true);
@@ -586,9 +590,11 @@ test_client_refuses_malformed_challenges_and_verdicts(void **state)
     n[5] = frame(f[5], "#NOPE####", 9);
     n[6] = frame(f[6], "#FAILURE#", 9);
     n[7] = frame(f[7], "#CHALLENGE#01234567890123456789", 31);
-#define S(i) {'s', f[i], n[i]}
-#define R {'r', NULL, 0}
-#define END {0, NULL, 0}
+#define S(i)                                                                                       \
+    {                                                                                              \
+        's', f[i], n[i]                                                                            \
+    }
+    const step R = {'r', NULL, 0}, END = {0, NULL, 0};
     check_client_refuses((step[]){S(0), END}, false, -EPROTO);
     check_client_refuses((step[]){S(1), END}, false, -EPROTO);
     check_client_refuses((step[]){S(2), END}, false, -EPROTO);
@@ -605,8 +611,6 @@ test_client_refuses_malformed_challenges_and_verdicts(void **state)
     /* The server hangs up in the middle. */
     check_client_refuses((step[]){S(4), R, {'x', NULL, 0}, END}, false, -ECONNRESET);
 #undef S
-#undef R
-#undef END
 }
 
 /* A CPython 3.11 client by hand: raw HMAC-MD5 answer, 20-byte challenge. */
@@ -730,9 +734,9 @@ test_bad_addresses_and_options_are_einval(void **state)
     memset(longpath, 'x', sizeof longpath - 1);
     longpath[0] = '/';
     longpath[sizeof longpath - 1] = '\0';
-    const char *bad[] = {"", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:12x", "[::1]",
-                         "[::1:80", "[]:0", "[::1]:", longpath,
-                         "127.0.0.1:-1", "127.0.0.1:123456"};
+    const char *bad[] = {
+        "",     "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:12x", "[::1]",           "[::1:80",
+        "[]:0", "[::1]:",     longpath,          "127.0.0.1:-1",  "127.0.0.1:123456"};
     for (size_t i = 0; i < MP__ARRAY_LEN(bad); i++) {
         assert_int_equal(mp_listener_open(&l, bad[i], NULL), -EINVAL);
         assert_int_equal(mp_client_connect(&c, bad[i], NULL, 1000), -EINVAL);
@@ -744,13 +748,13 @@ test_bad_addresses_and_options_are_einval(void **state)
     assert_int_equal(mp_client_connect(&c, NULL, NULL, 1000), -EINVAL);
     assert_int_equal(mp_client_connect(NULL, "127.0.0.1:1", NULL, 1000), -EINVAL);
     assert_int_equal(mp_client_connect(&c, "127.0.0.1:1", NULL, -2), -EINVAL);
-    assert_int_equal(mp_client_connect(&c, "127.0.0.1:1", &(mp_client_opts){.authkey_len = 3}, 1000),
-                     -EINVAL);
+    assert_int_equal(
+        mp_client_connect(&c, "127.0.0.1:1", &(mp_client_opts){.authkey_len = 3}, 1000), -EINVAL);
     assert_int_equal(mp_listener_open(NULL, NULL, NULL), -EINVAL);
     assert_int_equal(mp_listener_open(&l, NULL, &(mp_listener_opts){.backlog = -1}), -EINVAL);
     assert_int_equal(mp_listener_open(&l, NULL, &(mp_listener_opts){.authkey_len = 1}), -EINVAL);
-    assert_int_equal(
-        mp_listener_open(&l, NULL, &(mp_listener_opts){.handshake_timeout_ms = -5}), -EINVAL);
+    assert_int_equal(mp_listener_open(&l, NULL, &(mp_listener_opts){.handshake_timeout_ms = -5}),
+                     -EINVAL);
     assert_null(l);
     assert_int_equal(mp_listener_open(&l, NULL, NULL), 0);
     assert_int_equal(mp_listener_accept(l, NULL, 0), -EINVAL);
@@ -960,8 +964,8 @@ struct scenario {
 static mp_listener_opts
 lopts(const char *key, bool strict)
 {
-    return (mp_listener_opts){.authkey = key, .authkey_len = key ? strlen(key) : 0,
-                              .sha256_only = strict};
+    return (mp_listener_opts){
+        .authkey = key, .authkey_len = key ? strlen(key) : 0, .sha256_only = strict};
 }
 
 /* Python's Client against a C listener. */
@@ -973,7 +977,9 @@ py_client_scenario(th_py_peer *p, int minor, bool tcp, const struct scenario *s)
     assert_int_equal(mp_listener_open(&l, tcp ? "127.0.0.1:0" : NULL, &lo), 0);
     char cmd[PATH_MAX + 64];
     snprintf(cmd, sizeof cmd, "client %s %s\n", mp_listener_address(l),
-             s->py_key == NULL ? "-" : s->py_key[0] == '\0' ? "=" : s->py_key);
+             s->py_key == NULL      ? "-"
+             : s->py_key[0] == '\0' ? "="
+                                    : s->py_key);
     py_send(p, cmd);
     assert_int_equal(mp_conn_wait((int[]){mp_listener_fileno(l)}, 1, NULL, 30000), 1);
     mp_conn *c = NULL;
@@ -1007,11 +1013,14 @@ py_listener_scenario(th_py_peer *p, int minor, bool tcp, const struct scenario *
 {
     char cmd[64], line[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "listen %s %s\n", tcp ? "tcp" : "unix",
-             s->py_key == NULL ? "-" : s->py_key[0] == '\0' ? "=" : s->py_key);
+             s->py_key == NULL      ? "-"
+             : s->py_key[0] == '\0' ? "="
+                                    : s->py_key);
     py_send(p, cmd);
     assert_true(th_py_read_line(p, line, sizeof line));
     assert_memory_equal(line, "ADDR ", 5);
-    mp_client_opts co = {.authkey = s->c_key, .authkey_len = s->c_key ? strlen(s->c_key) : 0,
+    mp_client_opts co = {.authkey = s->c_key,
+                         .authkey_len = s->c_key ? strlen(s->c_key) : 0,
                          .sha256_only = s->strict};
     mp_conn *c = NULL;
     bool same = s->py_key != NULL && s->c_key != NULL && strcmp(s->py_key, s->c_key) == 0;
