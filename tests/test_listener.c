@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -722,6 +723,69 @@ test_random_handshake_bytes_never_crash_either_side(void **state)
     }
 }
 
+/* A peer SIGKILLed at each step of the handshake: the survivor gets an error at once. */
+struct kill_arg {
+    mp_listener *l;
+    const char *point;
+    bool is_client;
+};
+
+static int
+killed_peer(void *p)
+{
+    struct kill_arg *a = p;
+    mp__fault_arm(a->point, 1, NULL, NULL);
+    if (a->is_client) {
+        mp_client_opts co = {.authkey = "k", .authkey_len = 1};
+        mp_conn *c;
+        mp_client_connect(&c, mp_listener_address(a->l), &co, 10000);
+    } else {
+        mp_conn *c;
+        mp_listener_accept(a->l, &c, 10000);
+    }
+    return 1; /* not reached: the fault point SIGKILLs this process */
+}
+
+static void
+test_a_peer_killed_mid_handshake_gives_an_error_not_a_hang(void **state)
+{
+    (void)state;
+    if (!mp__fault_enabled())
+        skip();
+    static const struct {
+        const char *point;
+        bool client_dies;
+    } cases[] = {
+        {"listener.answer.challenge", true},  /* client killed before its answer */
+        {"listener.deliver.response", true},  /* client killed before its verdict */
+        {"listener.accept.accepted", false},  /* listener killed before the challenge */
+        {"listener.deliver.response", false}, /* listener killed before its verdict */
+        {"listener.answer.challenge", false}, /* listener killed before its answer */
+    };
+    for (size_t i = 0; i < MP__ARRAY_LEN(cases); i++) {
+        mp_listener *l;
+        mp_listener_opts lo = {.authkey = "k", .authkey_len = 1};
+        assert_int_equal(mp_listener_open(&l, "127.0.0.1:0", &lo), 0);
+        struct kill_arg a = {l, cases[i].point, cases[i].client_dies};
+        pid_t pid = th_fork(killed_peer, &a);
+        mp_conn *c = NULL;
+        int64_t t0 = th_now_ms();
+        int r;
+        if (cases[i].client_dies) {
+            r = mp_listener_accept(l, &c, 10000);
+        } else {
+            mp_client_opts co = {.authkey = "k", .authkey_len = 1};
+            r = mp_client_connect(&c, mp_listener_address(l), &co, 10000);
+        }
+        assert_int_equal(r, -ECONNRESET);
+        assert_null(c);
+        assert_true(th_now_ms() - t0 < 5000);
+        int st = th_wait(pid, 30000);
+        assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        mp_listener_close(l);
+    }
+}
+
 /* ---- addresses, timeouts, cleanup, fork ------------------------------------------------- */
 
 static void
@@ -1102,6 +1166,7 @@ main(void)
         cmocka_unit_test(test_client_refuses_malformed_challenges_and_verdicts),
         cmocka_unit_test(test_listener_accepts_legacy_md5_unless_sha256_only),
         cmocka_unit_test(test_random_handshake_bytes_never_crash_either_side),
+        cmocka_unit_test(test_a_peer_killed_mid_handshake_gives_an_error_not_a_hang),
         cmocka_unit_test(test_bad_addresses_and_options_are_einval),
         cmocka_unit_test(test_taken_addresses_are_eaddrinuse_and_missing_ones_refused),
         cmocka_unit_test(test_accept_times_out_and_nowait_is_eagain),
