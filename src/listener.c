@@ -356,7 +356,7 @@ answer(int fd, const auth *a, const mp__deadline *dl)
  * it, as Python's default Listener address: bind() creates the socket with the umask's mode,
  * and only the directory keeps other users out. */
 static int
-default_path(mp_listener *l, addr *a)
+default_path(mp_listener *l, addr *a, char **out)
 {
     const char *tmp = getenv("TMPDIR");
     if (tmp == NULL || tmp[0] == '\0')
@@ -382,8 +382,27 @@ default_path(mp_listener *l, addr *a)
         return r;
     }
     l->dir = dir;
-    l->path = path;
+    *out = path;
     return 0;
+}
+
+/* Create the listening socket in l->fd. Once bind() has created an AF_UNIX path, the listener
+ * owns it (*path moves to l->path), so that any later failure, and close, unlinks it; a path
+ * that bind() refused (EADDRINUSE) belongs to someone else and is left alone. */
+static int
+bind_listen(mp_listener *l, const addr *a, char **path, int backlog)
+{
+    l->fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (l->fd < 0)
+        return -errno;
+    int one = 1;
+    if (l->inet)
+        setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(l->fd, (const struct sockaddr *)&a->ss, a->len) != 0)
+        return -errno;
+    l->path = *path;
+    *path = NULL;
+    return listen(l->fd, backlog > 0 ? backlog : SOMAXCONN) == 0 ? 0 : -errno;
 }
 
 static void
@@ -400,6 +419,7 @@ listener_free(mp_listener *l)
     mp__free(l->path);
     mp__free(l->dir);
     mp__free(l->address);
+    explicit_bzero(l->key, l->keylen); /* no copy of the key left in freed memory */
     mp__free(l);
 }
 
@@ -426,42 +446,18 @@ mp_listener_open(mp_listener **out, const char *address, const mp_listener_opts 
         memcpy(l->key, opts->authkey, opts->authkey_len);
 
     addr a;
+    char *path = NULL; /* an AF_UNIX path, until bind() has created it */
     int r;
     if (address == NULL) {
-        r = default_path(l, &a);
-    } else {
-        r = parse_inet(&a, address, true);
-        if (r == 0) {
-            r = unix_addr(&a, address);
-            if (r == 0 && (l->path = mp__strdup(address)) == NULL)
-                r = -ENOMEM;
-        }
+        r = default_path(l, &a, &path);
+    } else if ((r = parse_inet(&a, address, true)) == 0) {
+        r = unix_addr(&a, address);
+        if (r == 0 && (path = mp__strdup(address)) == NULL)
+            r = -ENOMEM;
     }
     l->inet = r == 1;
-    if (r < 0) {
-        /* Nothing is bound yet: the path is not ours to unlink. */
-        mp__free(l->path);
-        l->path = NULL;
-        listener_free(l);
-        return r;
-    }
-    r = 0;
-    char *path = l->path;
-    l->path = NULL; /* unlinked on close only once bind() has created it */
-    l->fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (l->fd < 0) {
-        r = -errno;
-    } else {
-        int one = 1;
-        if (l->inet)
-            setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(l->fd, (struct sockaddr *)&a.ss, a.len) != 0)
-            r = -errno;
-        else
-            l->path = path, path = NULL;
-        if (r == 0 && listen(l->fd, opts->backlog > 0 ? opts->backlog : SOMAXCONN) != 0)
-            r = -errno;
-    }
+    if (r >= 0)
+        r = bind_listen(l, &a, &path, opts->backlog);
     mp__free(path);
     if (r == 0) {
         l->address = l->inet ? inet_name(l->fd) : mp__strdup(l->path);
