@@ -895,6 +895,33 @@ test_accept_times_out_and_nowait_is_eagain(void **state)
     mp_listener_close(l);
 }
 
+static void
+test_connect_to_a_full_backlog_times_out(void **state)
+{
+    (void)state;
+    mp_listener *l;
+    assert_int_equal(mp_listener_open(&l, NULL, &(mp_listener_opts){.backlog = 1}), 0);
+    /* Nobody accepts: the backlog fills after a connection or two, then connect waits for
+     * room until its deadline. */
+    mp_conn *c[10];
+    int n = 0, r = 0;
+    int64_t dt = 0;
+    while (n < 10) {
+        int64_t t0 = th_now_ms();
+        r = mp_client_connect(&c[n], mp_listener_address(l), NULL, 100);
+        dt = th_now_ms() - t0;
+        if (r != 0)
+            break;
+        n++;
+    }
+    assert_int_equal(r, -ETIMEDOUT);
+    assert_true(n >= 1 && n <= 3);
+    assert_true(dt >= 95 && dt < 3000);
+    for (int i = 0; i < n; i++)
+        mp_conn_close(c[i]);
+    mp_listener_close(l);
+}
+
 struct dir_arg {
     mp_listener *l;
     th_barrier *b;
@@ -1170,6 +1197,7 @@ main(void)
         cmocka_unit_test(test_bad_addresses_and_options_are_einval),
         cmocka_unit_test(test_taken_addresses_are_eaddrinuse_and_missing_ones_refused),
         cmocka_unit_test(test_accept_times_out_and_nowait_is_eagain),
+        cmocka_unit_test(test_connect_to_a_full_backlog_times_out),
         cmocka_unit_test(test_default_address_lives_in_a_private_directory_removed_by_its_creator),
         cmocka_unit_test(test_forked_children_accept_on_an_inherited_listener),
         cmocka_unit_test(test_allocation_failures_unwind_cleanly),
