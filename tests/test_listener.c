@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1001,6 +1002,54 @@ test_forked_children_accept_on_an_inherited_listener(void **state)
     mp_listener_close(l);
 }
 
+static void *
+accept_thread(void *p)
+{
+    mp_listener *l = p;
+    mp_conn *c;
+    intptr_t r = mp_listener_accept(l, &c, 10000);
+    if (r == 0) {
+        r = talk_back(c);
+        mp_conn_close(c);
+    }
+    return (void *)r;
+}
+
+static int
+two_clients(void *p)
+{
+    mp_client_opts co = {.authkey = "threads", .authkey_len = 7};
+    mp_conn *c[2];
+    for (int i = 0; i < 2; i++)
+        CHILD_CHECK(mp_client_connect(&c[i], p, &co, 10000) == 0);
+    /* Both handshakes are done before either talks: the two accepts ran at the same time. */
+    for (int i = 0; i < 2; i++) {
+        CHILD_CHECK(talk(c[i]) == 0);
+        mp_conn_close(c[i]);
+    }
+    return 0;
+}
+
+static void
+test_two_threads_accept_on_one_listener(void **state)
+{
+    (void)state;
+    mp_listener *l;
+    mp_listener_opts lo = {.authkey = "threads", .authkey_len = 7};
+    assert_int_equal(mp_listener_open(&l, "127.0.0.1:0", &lo), 0);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, accept_thread, l), 0);
+    pid_t pid = th_fork(two_clients, (void *)mp_listener_address(l));
+    for (int i = 0; i < 2; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_int_equal((intptr_t)r, 0);
+    }
+    assert_child_ok(pid);
+    mp_listener_close(l);
+}
+
 static void
 test_allocation_failures_unwind_cleanly(void **state)
 {
@@ -1200,6 +1249,7 @@ main(void)
         cmocka_unit_test(test_connect_to_a_full_backlog_times_out),
         cmocka_unit_test(test_default_address_lives_in_a_private_directory_removed_by_its_creator),
         cmocka_unit_test(test_forked_children_accept_on_an_inherited_listener),
+        cmocka_unit_test(test_two_threads_accept_on_one_listener),
         cmocka_unit_test(test_allocation_failures_unwind_cleanly),
         cmocka_unit_test(test_interop_with_cpython_both_ways_over_unix_and_tcp),
     };
