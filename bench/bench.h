@@ -72,5 +72,6 @@ void bench_suite_sync(const bench_config *cfg);
 void bench_suite_pipe(const bench_config *cfg);
 void bench_suite_value(const bench_config *cfg);
 void bench_suite_queue(const bench_config *cfg);
+void bench_suite_listener(const bench_config *cfg);
 
 #endif

@@ -17,6 +17,7 @@ static const struct {
     {"pipe", bench_suite_pipe},
     {"value", bench_suite_value},
     {"queue", bench_suite_queue},
+    {"listener", bench_suite_listener},
 };
 
 int

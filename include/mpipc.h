@@ -505,6 +505,102 @@ MP_API int mp_conn_send_conn(mp_conn *c, const mp_conn *what, int timeout_ms);
  * is closed) and -ENOMEM. */
 MP_API int mp_conn_recv_conn(mp_conn *c, mp_conn **out, int timeout_ms);
 
+/* --------------------------------------------------------------------------------------------
+ * Listener and Client (Python's multiprocessing.connection.Listener / Client, with authkey)
+ *
+ * A listening socket that hands out connections, and the call that connects to one. Both ends
+ * are ordinary mp_conn handles with CPython's framing, so a C process and a Python process
+ * (Listener/Client, on this host or another) talk to each other in either role.
+ *
+ * Addresses are strings:
+ *  - "host:port": TCP over IPv4 ("127.0.0.1:6000", "localhost:6000"; a name resolves to IPv4 as
+ *    Python's AF_INET family does; an empty host listens on every interface);
+ *  - "[host]:port": TCP over IPv6 ("[::1]:6000");
+ *  - anything containing '/', or without ':', is an AF_UNIX path ("/run/app.sock", "./s:1").
+ * Port 0 makes a listener bind an ephemeral port; mp_listener_address reports the real one.
+ * Host names go through getaddrinfo(), which the timeouts do not bound; numeric addresses keep
+ * every call within its timeout.
+ *
+ * Authentication: with an authkey, both sides run CPython's handshake, each challenging the
+ * other (HMAC over a random challenge; 256-byte frame limit). mpipc speaks as CPython 3.12+:
+ * it challenges with "{sha256}" and answers either form, and it accepts HMAC-MD5 from 3.11
+ * peers, so CPython 3.11, 3.12 and 3.13 interoperate in both directions. sha256_only refuses
+ * MD5 both ways (a 3.11 peer is then refused). Digest comparisons are constant-time. Without
+ * an authkey nothing is exchanged; a mismatch (a key on one side only) shows up as a timeout
+ * or as "#CHALLENGE#..." received as the first message, as in Python.
+ * Handshake results (both sides, the connection is then closed): -EACCES wrong key or refused
+ * digest (Python's AuthenticationError); -EPROTO a frame over 256 bytes (refused unread) or a
+ * message that is not part of the handshake; -ECONNRESET the peer closed during it;
+ * -ETIMEDOUT; -EINTR.
+ *
+ * Crossing fork(): a listener handle is copied into the child, which may accept on it too (a
+ * pre-fork server). Only the process that opened the listener removes its AF_UNIX path (and
+ * private directory) on close; a child's close only closes its fd. Connections cross fork as
+ * mp_conn does. A listener may be used from several threads at once.
+ * -------------------------------------------------------------------------------------------- */
+
+typedef struct mp_listener mp_listener;
+
+/* Options for mp_listener_open. All zero (or NULL) means: no authentication, backlog
+ * SOMAXCONN, 10 s per handshake. */
+typedef struct mp_listener_opts {
+    const void *authkey;      /* NULL: no handshake (authkey=None); else authkey_len bytes */
+    size_t authkey_len;       /* may be 0: an empty key still runs the handshake */
+    bool sha256_only;         /* refuse HMAC-MD5 (CPython 3.11 peers) */
+    int backlog;              /* listen() backlog; 0: SOMAXCONN */
+    int handshake_timeout_ms; /* bound on each connection's handshake; 0: 10000; MP_FOREVER ok */
+} mp_listener_opts;
+
+/* Options for mp_client_connect. All zero (or NULL): no authentication. */
+typedef struct mp_client_opts {
+    const void *authkey; /* NULL: no handshake; else authkey_len bytes */
+    size_t authkey_len;  /* may be 0: an empty key still runs the handshake */
+    bool sha256_only;    /* refuse HMAC-MD5 (CPython 3.11 listeners) */
+} mp_client_opts;
+
+/* mp_listener_open - Python's Listener(address, backlog=..., authkey=...). Binds and listens on
+ * address (see above); NULL picks a fresh AF_UNIX path in a new private 0700 directory under
+ * $TMPDIR or /tmp, as Python's default address. An explicit AF_UNIX path is bound where it
+ * says (the socket's mode then follows the umask). SO_REUSEADDR is set for TCP, as in Python.
+ * The authkey is copied. Never blocks. Returns 0; -EINVAL for an unusable address or options;
+ * -EADDRINUSE when the address is taken (also an existing file at an AF_UNIX path);
+ * -EACCES, -ENOENT (missing directory), -EADDRNOTAVAIL, -EMFILE/-ENFILE, -ENOMEM. */
+MP_API int mp_listener_open(mp_listener **out, const char *address, const mp_listener_opts *opts);
+
+/* mp_listener_accept - Python's accept(): wait for a connection, run the handshake if the
+ * listener has an authkey, and fill *out with a new duplex mp_conn (O_CLOEXEC, blocking).
+ * timeout_ms bounds both the wait and the handshake; each handshake is also bounded by the
+ * handshake_timeout_ms option, which alone applies with MP_NOWAIT (MP_NOWAIT only means "do
+ * not wait for a connection to arrive"). So a client that connects and never answers holds
+ * accept for the smaller of the two at most.
+ * Returns 0; -EAGAIN (MP_NOWAIT, nothing pending) or -ETIMEDOUT; a handshake result (see
+ * above: -EACCES, -EPROTO, -ECONNRESET, -ETIMEDOUT), after which that connection is closed and
+ * the listener stays usable (call again for the next one); -EINTR; -EMFILE/-ENFILE/-ENOMEM
+ * (the pending connection stays queued); -EINVAL. */
+MP_API int mp_listener_accept(mp_listener *l, mp_conn **out, int timeout_ms);
+
+/* mp_listener_address - the bound address, in the form mp_client_connect takes: the AF_UNIX
+ * path, "a.b.c.d:port" or "[v6]:port" with the real port. Owned by the handle; NULL for NULL. */
+MP_API const char *mp_listener_address(const mp_listener *l);
+
+/* mp_listener_fileno - the listening socket, for poll/epoll or mp_conn_wait: readable when a
+ * connection is pending. Owned by the handle (it is O_NONBLOCK). -EINVAL for NULL. */
+MP_API int mp_listener_fileno(const mp_listener *l);
+
+/* mp_listener_close - Python's close(): stop listening and free the handle. In the process
+ * that opened it, also remove the AF_UNIX path and the private directory it made. Connections
+ * already accepted stay open. Accepts NULL. */
+MP_API void mp_listener_close(mp_listener *l);
+
+/* mp_client_connect - Python's Client(address, authkey=...): connect to address and, with an
+ * authkey, run the handshake. Fills *out with a duplex mp_conn. timeout_ms bounds the connect
+ * and the handshake together (MP_NOWAIT: only what completes at once; a handshake never does,
+ * -EAGAIN). Returns 0; -EINVAL for an unusable address (or port 0) or options; -ENOENT (no
+ * such AF_UNIX path), -ECONNREFUSED, -EACCES (also wrong key), -EPROTO, -ECONNRESET,
+ * -ETIMEDOUT/-EAGAIN, -EINTR, -ENETUNREACH etc. from connect(2), -EMFILE/-ENFILE, -ENOMEM. */
+MP_API int mp_client_connect(mp_conn **out, const char *address, const mp_client_opts *opts,
+                             int timeout_ms);
+
 /* ============================================================================================
  * Queue (Python's multiprocessing.Queue, SimpleQueue and JoinableQueue)
  *

@@ -143,5 +143,9 @@ int mp__fault_enabled(void);
  * mp__conn_header - encode CPython's send_bytes header for a payload of len bytes into hdr
  * (at least 12 bytes); returns its size: 4, or 12 for the -1 escape above 0x7fffffff. */
 size_t mp__conn_header(size_t len, uint8_t *hdr);
+/* mp__conn_wrap - a duplex mp_conn owning fd, a connected stream socket that mp_conn_open does
+ * not take: inet marks a TCP socket (no fd passing: send_handle gives -EOPNOTSUPP). 0 or
+ * -ENOMEM (fd then stays the caller's). */
+int mp__conn_wrap(mp_conn **out, int fd, bool inet);
 
 #endif /* MPIPC_INTERNAL_H */

@@ -30,6 +30,8 @@ struct mp_conn {
      * later call in that direction fails. Separate fields, so that one sending thread and one
      * receiving thread may use the end at the same time. */
     bool rx_broken, tx_broken;
+    /* A TCP socket (mp_listener / mp_client): no fd passing, and a header may arrive split. */
+    bool inet;
     /* The header bytes of the next message read so far (see read_header). */
     uint8_t hdr_have;
     uint8_t hdr[HDR_MAX];
@@ -251,7 +253,7 @@ read_header(mp_conn *c, size_t *len, int timeout_ms)
              * byte, and the kernel has dropped its fds. Well-behaved writers (mpipc, CPython)
              * never split a header before its fourth byte, so one marker byte at a message
              * boundary is taken for a handle. */
-            if (c->hdr_have == 0 && n == 1 &&
+            if (!c->inet && c->hdr_have == 0 && n == 1 &&
                 (c->hdr[0] == HANDLE_BYTE || (c->hdr[0] & ~3) == CONN_BIT))
                 return rx_fail(c, -EPROTO);
             c->hdr_have = (uint8_t)(c->hdr_have + n);
@@ -405,6 +407,8 @@ send_fd(mp_conn *c, int fd, uint8_t byte, int timeout_ms)
 {
     if (fd < 0)
         return -EBADF;
+    if (c->inet)
+        return -EOPNOTSUPP;
     union {
         struct cmsghdr h;
         char buf[CMSG_SPACE(sizeof(int))];
@@ -535,6 +539,17 @@ conn_new(int fd, bool readable, bool writable)
     if (c != NULL)
         *c = (mp_conn){.fd = fd, .readable = readable, .writable = writable};
     return c;
+}
+
+int
+mp__conn_wrap(mp_conn **out, int fd, bool inet)
+{
+    mp_conn *c = conn_new(fd, true, true);
+    if (c == NULL)
+        return -ENOMEM;
+    c->inet = inet;
+    *out = c;
+    return 0;
 }
 
 int
