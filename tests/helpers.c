@@ -77,6 +77,48 @@ th_shared_free(void *p, size_t size)
         munmap(p, size);
 }
 
+void
+th_pattern_fill(uint8_t *buf, size_t size, int tag)
+{
+    size_t off = (size * 7 + (size_t)tag) % 251;
+    for (size_t i = 0; i < size; i++)
+        buf[i] = (uint8_t)((i + off) % 251);
+}
+
+bool
+th_pattern_check(const uint8_t *buf, size_t size, int tag)
+{
+    size_t off = (size * 7 + (size_t)tag) % 251;
+    for (size_t i = 0; i < size; i++)
+        if (buf[i] != (uint8_t)((i + off) % 251))
+            return false;
+    return true;
+}
+
+int
+th_pattern_send(mp_conn *c, size_t size, int tag, int timeout_ms)
+{
+    uint8_t *buf = malloc(size > 0 ? size : 1);
+    if (buf == NULL)
+        return -ENOMEM;
+    th_pattern_fill(buf, size, tag);
+    int r = mp_conn_send_bytes(c, buf, size, timeout_ms);
+    free(buf);
+    return r;
+}
+
+int
+th_count_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    int n = 0, ch;
+    while (f != NULL && (ch = fgetc(f)) != EOF)
+        n += ch == '\n';
+    if (f != NULL)
+        fclose(f);
+    return n;
+}
+
 struct th_barrier {
     _Atomic uint32_t arrived;
     _Atomic uint32_t generation;

@@ -10,6 +10,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,6 +58,16 @@ void th_barrier_free(th_barrier *b);
 /* th_shared - zeroed MAP_SHARED|MAP_ANONYMOUS memory, visible to children forked afterwards. */
 void *th_shared(size_t size);
 void th_shared_free(void *p, size_t size);
+
+/* A byte pattern that depends on the size and a tag, so a message delivered to the wrong reader,
+ * truncated or shifted is caught. tests/pipe_peer.py computes the same pattern. */
+void th_pattern_fill(uint8_t *buf, size_t size, int tag);
+bool th_pattern_check(const uint8_t *buf, size_t size, int tag);
+/* th_pattern_send - send `size` pattern bytes with mp_conn_send_bytes; its result or -ENOMEM. */
+int th_pattern_send(mp_conn *c, size_t size, int tag, int timeout_ms);
+
+/* th_count_maps - the number of mappings of this process (lines of /proc/self/maps). */
+int th_count_maps(void);
 
 /* th_now_ms - CLOCK_MONOTONIC milliseconds. */
 int64_t th_now_ms(void);

@@ -37,28 +37,6 @@ hex(const char *s, uint8_t *out)
     }
 }
 
-static bool
-is_pattern(const uint8_t *buf, size_t size, int tag)
-{
-    size_t off = (size * 7 + (size_t)tag) % 251;
-    for (size_t i = 0; i < size; i++)
-        if (buf[i] != (uint8_t)((i + off) % 251))
-            return false;
-    return true;
-}
-
-static int
-send_pattern(mp_conn *c, size_t size, int tag)
-{
-    uint8_t *buf = malloc(size + 1);
-    size_t off = (size * 7 + (size_t)tag) % 251;
-    for (size_t i = 0; i < size; i++)
-        buf[i] = (uint8_t)((i + off) % 251);
-    int r = mp_conn_send_bytes(c, buf, size, 10000);
-    free(buf);
-    return r;
-}
-
 static int
 recv_pattern(mp_conn *c, size_t size, int tag)
 {
@@ -67,7 +45,7 @@ recv_pattern(mp_conn *c, size_t size, int tag)
     int r = mp_conn_recv_bytes(c, &buf, &len, SIZE_MAX, 10000);
     if (r != 0)
         return r;
-    r = len == size && is_pattern(buf, size, tag) ? 0 : -EBADMSG;
+    r = len == size && th_pattern_check(buf, size, tag) ? 0 : -EBADMSG;
     mp_free(buf);
     return r;
 }
@@ -78,7 +56,7 @@ talk(mp_conn *c)
 {
     int r = 0;
     for (size_t i = 0; r == 0 && i < MP__ARRAY_LEN(SIZES); i++)
-        r = send_pattern(c, SIZES[i], 1);
+        r = th_pattern_send(c, SIZES[i], 1, 10000);
     for (size_t i = 0; r == 0 && i < MP__ARRAY_LEN(SIZES); i++)
         r = recv_pattern(c, SIZES[i], 2);
     return r;
@@ -92,7 +70,7 @@ talk_back(mp_conn *c)
     for (size_t i = 0; r == 0 && i < MP__ARRAY_LEN(SIZES); i++)
         r = recv_pattern(c, SIZES[i], 1);
     for (size_t i = 0; r == 0 && i < MP__ARRAY_LEN(SIZES); i++)
-        r = send_pattern(c, SIZES[i], 2);
+        r = th_pattern_send(c, SIZES[i], 2, 10000);
     if (r == 0) {
         void *buf;
         size_t len;

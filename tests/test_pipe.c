@@ -19,38 +19,6 @@
 #error "PIPE_PEER_PY (path of tests/pipe_peer.py) must be defined by the build"
 #endif
 
-/* Byte i of a test message of `size` bytes from side `tag`: (i + off) % 251, the same formula
- * as pattern() in pipe_peer.py. */
-static void
-pattern(uint8_t *buf, size_t size, int tag)
-{
-    size_t off = (size * 7 + (size_t)tag) % 251;
-    for (size_t i = 0; i < size; i++)
-        buf[i] = (uint8_t)((i + off) % 251);
-}
-
-static bool
-is_pattern(const uint8_t *buf, size_t size, int tag)
-{
-    size_t off = (size * 7 + (size_t)tag) % 251;
-    for (size_t i = 0; i < size; i++)
-        if (buf[i] != (uint8_t)((i + off) % 251))
-            return false;
-    return true;
-}
-
-static int
-send_pattern(mp_conn *c, size_t size, int tag)
-{
-    uint8_t *buf = malloc(size > 0 ? size : 1);
-    if (buf == NULL)
-        return -ENOMEM;
-    pattern(buf, size, tag);
-    int r = mp_conn_send_bytes(c, buf, size, MP_FOREVER);
-    free(buf);
-    return r;
-}
-
 static void
 open_pipe(mp_conn **a, mp_conn **b, bool duplex)
 {
@@ -106,11 +74,11 @@ test_pipe_duplex_ends_echo_messages_of_every_size(void **state)
     mp_conn_close(b);
     static uint8_t buf[1 << 20];
     for (size_t i = 0; i < MP__ARRAY_LEN(SIZES); i++) {
-        assert_int_equal(send_pattern(a, SIZES[i], 1), 0);
+        assert_int_equal(th_pattern_send(a, SIZES[i], 1, MP_FOREVER), 0);
         size_t len = 12345;
         assert_int_equal(mp_conn_recv_bytes_into(a, buf, sizeof buf, &len, 10000), 0);
         assert_int_equal(len, SIZES[i]);
-        assert_true(is_pattern(buf, len, 1));
+        assert_true(th_pattern_check(buf, len, 1));
     }
     mp_conn_close(a);
     assert_child_ok(pid);
@@ -127,10 +95,10 @@ send_big_child(void *arg)
     mp_conn_close(p->other);
     CHILD_CHECK(fcntl(mp_conn_fileno(p->mine), F_SETFL, O_NONBLOCK) == 0);
     /* Twice, with and without a deadline: the second goes through the MSG_DONTWAIT path. */
-    CHILD_CHECK(send_pattern(p->mine, BIG, 3) == 0);
+    CHILD_CHECK(th_pattern_send(p->mine, BIG, 3, MP_FOREVER) == 0);
     uint8_t *buf = malloc(BIG);
     CHILD_CHECK(buf != NULL);
-    pattern(buf, BIG, 4);
+    th_pattern_fill(buf, BIG, 4);
     CHILD_CHECK(mp_conn_send_bytes(p->mine, buf, BIG, 10000) == 0);
     free(buf);
     mp_conn_close(p->mine);
@@ -158,11 +126,11 @@ test_pipe_message_larger_than_the_socket_buffer_arrives_whole(void **state)
     size_t len;
     assert_int_equal(mp_conn_recv_bytes(a, &buf, &len, SIZE_MAX, 10000), 0);
     assert_int_equal(len, BIG);
-    assert_true(is_pattern(buf, len, 3));
+    assert_true(th_pattern_check(buf, len, 3));
     mp_free(buf);
     assert_int_equal(mp_conn_recv_bytes(a, &buf, &len, BIG, 10000), 0);
     assert_int_equal(len, BIG);
-    assert_true(is_pattern(buf, len, 4));
+    assert_true(th_pattern_check(buf, len, 4));
     mp_free(buf);
     assert_int_equal(mp_conn_recv_bytes(a, &buf, &len, SIZE_MAX, 10000), MP_EOF);
     mp_conn_close(a);
@@ -330,7 +298,7 @@ test_pipe_too_long_message_is_kept_for_a_retry(void **state)
     mp_conn *a, *b;
     open_pipe(&a, &b, true);
     uint8_t msg[100];
-    pattern(msg, sizeof msg, 5);
+    th_pattern_fill(msg, sizeof msg, 5);
     assert_int_equal(mp_conn_send_bytes(a, msg, sizeof msg, 0), 0);
     assert_int_equal(mp_conn_send_bytes(a, "next", 4, 0), 0);
     void *buf = (void *)1;
@@ -346,7 +314,7 @@ test_pipe_too_long_message_is_kept_for_a_retry(void **state)
     uint8_t big[100];
     assert_int_equal(mp_conn_recv_bytes_into(b, big, len, &len, 1000), 0);
     assert_int_equal(len, 100);
-    assert_true(is_pattern(big, 100, 5));
+    assert_true(th_pattern_check(big, 100, 5));
     assert_int_equal(mp_conn_recv_bytes(b, &buf, &len, 4, 1000), 0);
     assert_int_equal(len, 4);
     assert_memory_equal(buf, "next", 4);
@@ -659,7 +627,7 @@ killed_writer_child(void *arg)
     static uint8_t buf[600000];
     for (;;) {
         size_t len = random_size(&seed);
-        pattern(buf, len, 6);
+        th_pattern_fill(buf, len, 6);
         /* With a deadline the first sendmsg() does not block, so a large message is cut. */
         CHILD_CHECK(mp_conn_send_bytes(k->p.mine, buf, len, 10000) == 0);
     }
@@ -688,7 +656,7 @@ test_pipe_random_writer_kills_never_corrupt_or_hang_the_reader(void **state)
             if (rc != 0)
                 break;
             assert_int_equal(len, want);
-            assert_true(is_pattern(buf, len, 6));
+            assert_true(th_pattern_check(buf, len, 6));
             mp_free(buf);
             got++;
         }
@@ -930,7 +898,7 @@ send_all_sizes(void *arg)
 {
     mp_conn *c = arg;
     for (size_t i = 0; i < MP__ARRAY_LEN(SIZES); i++)
-        if (send_pattern(c, SIZES[i], 1) != 0)
+        if (th_pattern_send(c, SIZES[i], 1, MP_FOREVER) != 0)
             return (void *)1;
     return NULL;
 }
@@ -959,7 +927,7 @@ interop_with(const char *version)
         size_t len;
         assert_int_equal(mp_conn_recv_bytes(a, &buf, &len, SIZE_MAX, 30000), 0);
         assert_int_equal(len, SIZES[i]);
-        assert_true(is_pattern(buf, len, 2));
+        assert_true(th_pattern_check(buf, len, 2));
         mp_free(buf);
     }
     void *tr;

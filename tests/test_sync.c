@@ -299,18 +299,6 @@ test_lock_protects_a_counter_incremented_by_four_processes(void **state)
     shared_free();
 }
 
-static int
-count_maps(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    int n = 0, ch;
-    while (f != NULL && (ch = fgetc(f)) != EOF)
-        n += ch == '\n';
-    if (f != NULL)
-        fclose(f);
-    return n;
-}
-
 #define MANY 100000
 
 static int
@@ -328,12 +316,12 @@ test_lock_hundred_thousand_open_in_a_few_mappings(void **state)
 {
     (void)state;
     SKIP_UNDER_TSAN();
-    int maps0 = count_maps();
+    int maps0 = th_count_maps();
     mp_lock **locks = mp__calloc(MANY, sizeof *locks);
     assert_non_null(locks);
     for (int i = 0; i < MANY; i++)
         assert_int_equal(mp_lock_open(&locks[i], NULL), 0);
-    assert_true(count_maps() - maps0 < 64);
+    assert_true(th_count_maps() - maps0 < 64);
     for (int i = 0; i < MANY; i += 997)
         assert_int_equal(mp_lock_acquire(locks[i], 0), 0);
     pid_t c = th_fork(use_every_lock_child, locks);
@@ -344,10 +332,10 @@ test_lock_hundred_thousand_open_in_a_few_mappings(void **state)
     for (int i = 0; i < MANY; i++)
         mp_lock_close(locks[i]);
     /* Freed blocks are reused: another 100k need no new mapping. */
-    int maps1 = count_maps();
+    int maps1 = th_count_maps();
     for (int i = 0; i < MANY; i++)
         assert_int_equal(mp_lock_open(&locks[i], NULL), 0);
-    assert_int_equal(count_maps(), maps1);
+    assert_int_equal(th_count_maps(), maps1);
     for (int i = 0; i < MANY; i++)
         mp_lock_close(locks[i]);
     mp__free(locks);

@@ -758,18 +758,6 @@ test_data_beside_the_lock_never_disturbs_it(void **state)
 
 /* ---- many values, ownership ------------------------------------------------------------------ */
 
-static int
-count_maps(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    int n = 0, ch;
-    while (f != NULL && (ch = fgetc(f)) != EOF)
-        n += ch == '\n';
-    if (f != NULL)
-        fclose(f);
-    return n;
-}
-
 #define MANY 100000
 
 static int
@@ -792,14 +780,14 @@ test_hundred_thousand_values_open_in_a_few_mappings(void **state)
 {
     (void)state;
     SKIP_UNDER_TSAN();
-    int maps0 = count_maps();
+    int maps0 = th_count_maps();
     mp_value **vals = mp__calloc(MANY, sizeof *vals);
     assert_non_null(vals);
     for (int i = 0; i < MANY; i++) {
         mp_value_opts o = {.raw = i % 2 == 1, .init = &i};
         assert_int_equal(mp_value_open(&vals[i], 'i', &o), 0);
     }
-    assert_true(count_maps() - maps0 < 64);
+    assert_true(th_count_maps() - maps0 < 64);
     pid_t c = th_fork(many_child, vals);
     assert_true(c > 0);
     assert_child_ok(c);
