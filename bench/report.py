@@ -381,8 +381,8 @@ def markdown(d, tg, args, have_png):
         % ("/".join(str(r) for r in reps) or "several"),
         "- Pinning: two-process streaming, round trip, contended lock and value rows pin the "
         "two sides to two different CPUs (mpipc, baseline and Python alike); the 2x2 queue rows "
-        "pin producer and consumer pairs to the two CPUs; single-process rows run pinned (value) "
-        "or unpinned (the rest).",
+        "pin producer and consumer pairs to the two CPUs; single-process rows are pinned in the "
+        "value suite and in Python's lock rows, unpinned otherwise.",
         "- Python runs the same workloads with `multiprocessing` (fork context) from "
         "`bench/python/`, in the same session; n/a means that suite or the interpreter was "
         "absent.",
