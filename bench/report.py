@@ -88,7 +88,8 @@ def role(impl):
 
 
 class Data:
-    def __init__(self, recs):
+    def __init__(self, recs, only=None):
+        self.only = only
         self.groups = {}  # (suite, workload) -> {role: record}; the first record of a role wins
         self.ratios = []
         self.infos = []
@@ -109,6 +110,7 @@ class Data:
                 seen.append(k)
         order = {s: i for i, s in enumerate(SUITE_ORDER)}
         pos = {k: i for i, k in enumerate(seen)}
+        seen = [k for k in seen if self.only is None or self.only in k[0]]
         return sorted(seen, key=lambda k: (order.get(k[0], len(order)), k[0], pos[k]))
 
     def get(self, suite, workload, who="mpipc"):
@@ -211,10 +213,10 @@ def targets(d):
         med = a["median"] / b["median"]
         p = d.ratio(suite, paired) if paired else None
         if p is not None:
-            shown = "%.2fx interleaved pairs (medians %.2fx)" % (p, med)
+            shown = "%.3fx interleaved pairs (medians %.3fx)" % (p, med)
             med = p
         else:
-            shown = "%.2fx" % med
+            shown = "%.3fx" % med
         out.append((module, text) + verdict(shown, med <= goal if lower else med >= goal))
 
     for size in ("64 B", "4 KiB", "1 MiB"):
@@ -419,15 +421,16 @@ def main():
     ap.add_argument("--png")
     ap.add_argument("--notes")
     ap.add_argument("--context", help="a sentence on the conditions of this run")
+    ap.add_argument("--only", help="show only suites whose name contains this")
     args = ap.parse_args()
-    d = Data(load(args.tsv))
+    d = Data(load(args.tsv), args.only)
     if not d.groups:
         sys.exit("report.py: no records in %s" % ", ".join(args.tsv))
     print(text_table(d))
     print("  (x base, x Python: how many times faster mpipc is; +-: half the min..max spread)")
     for r in d.infos:
         print("  note: %s / %s: %s" % (r["suite"], r["workload"], r["unit"]))
-    tg = targets(d)
+    tg = [t for t in targets(d) if args.only is None or args.only in t[0]]
     print("\nTargets from the module issues:")
     for module, text, value, v in tg:
         print("  %-8s %-70s %-40s %s" % (module, text, value, v))
