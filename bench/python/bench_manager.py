@@ -3,8 +3,7 @@ operation, arguments and results pickled): list append, dict set and get from on
 append from two, as bench/bench_manager.c does for mp_manager."""
 
 import common
-from common import Clock, ctx
-from bench_pipe import join
+from common import Clock, ctx, join, start
 
 KEYS = ["k%d" % i for i in range(100)]
 
@@ -46,9 +45,7 @@ def suite():
                 go.wait()
                 append(n // 2)
 
-            ps = [ctx.Process(target=child) for _ in range(2)]
-            for p in ps:
-                p.start()
+            ps = [start(child), start(child)]
             c = Clock()
             c.start()
             go.set()

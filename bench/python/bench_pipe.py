@@ -5,19 +5,7 @@ to two CPUs, as bench/bench_pipe.c does for mp_conn."""
 import time
 
 import common
-from common import Clock, ctx, pin, pinned
-
-
-def start(target):
-    p = ctx.Process(target=target)
-    p.start()
-    return p
-
-
-def join(p):
-    p.join()
-    if p.exitcode != 0:
-        raise RuntimeError("child failed: exit code %s" % p.exitcode)
+from common import Clock, ctx, join, pin, pinned, start
 
 
 def stream(size):

@@ -6,8 +6,7 @@ mp_queue."""
 import time
 
 import common
-from common import Clock, ctx, pin, pinned
-from bench_pipe import join, start
+from common import Clock, ctx, join, pin, pinned, start
 
 
 def stream(size):
@@ -57,10 +56,7 @@ def mpmc(n):
         for _ in range(per):
             q.get()
 
-    ps = [ctx.Process(target=producer, args=(0,)), ctx.Process(target=producer, args=(1,)),
-          ctx.Process(target=consumer, args=(0,)), ctx.Process(target=consumer, args=(1,))]
-    for p in ps:
-        p.start()
+    ps = [start(producer, 0), start(producer, 1), start(consumer, 0), start(consumer, 1)]
     c = Clock()
     c.start()
     go.set()

@@ -6,8 +6,7 @@ nearest, an increment of a RawValue without any lock, is reported in the "atomic
 together with the fraction of updates it lost."""
 
 import common
-from common import Clock, ctx, pin, pinned
-from bench_pipe import join
+from common import Clock, ctx, join, pin, pinned, start
 
 
 def locked(v, n):
@@ -48,8 +47,7 @@ def two(make, body, check=None):
             go.wait()
             body(obj, n // 2)
 
-        p = ctx.Process(target=child)
-        p.start()
+        p = start(child)
         with pinned(0):
             c = Clock()
             c.start()

@@ -72,6 +72,20 @@ class pinned:
         os.sched_setaffinity(0, self.saved)
 
 
+def start(target, *args):
+    """Start a child process (fork) running target(*args)."""
+    p = ctx.Process(target=target, args=args)
+    p.start()
+    return p
+
+
+def join(p):
+    """Join a child; a failed child fails the benchmark rather than skewing it."""
+    p.join()
+    if p.exitcode != 0:
+        raise RuntimeError("child failed: exit code %s" % p.exitcode)
+
+
 def _record(workload, kind, v, unit, bytes_per_op=0, n=0):
     if _out is None:
         return
