@@ -349,7 +349,7 @@ set ytics nomirror
 set xtics rotate by -50 scale 0 nomirror
 set key top left
 set bmargin 13
-set rmargin 10
+set rmargin 16
 set arrow from graph 0, first 1 to graph 1, first 1 nohead lw 1 dt 2
 plot '%s' using 2:xtic(1) title 'vs raw baseline' lc rgb '#4477aa', '' using 3 title 'vs Python multiprocessing' lc rgb '#ee7733'
 """ % (term, png, dat)
