@@ -1,5 +1,9 @@
 /*
  * bench.c - the harness (see bench.h).
+ *
+ * Every row is printed for people on stdout and, when bench_output_open() was given a file, also
+ * written there as one tab-separated record, so that bench/report can put mpipc, the raw baseline
+ * and Python side by side without parsing the human layout. Suites need not know about the file.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -10,6 +14,62 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* The record file and the suite whose rows are being written (set by the runner). */
+static FILE *out_file;
+static const char *cur_suite = "";
+
+int
+bench_output_open(const char *path)
+{
+    out_file = fopen(path, "we");
+    if (out_file == NULL)
+        return -1;
+    fprintf(out_file, "# %s\n", BENCH_TSV_COLUMNS);
+    fflush(out_file);
+    return 0;
+}
+
+void
+bench_output_close(void)
+{
+    if (out_file != NULL)
+        fclose(out_file);
+    out_file = NULL;
+}
+
+void
+bench_set_suite(const char *suite)
+{
+    cur_suite = suite != NULL ? suite : "";
+}
+
+/* Tabs and newlines would break the record, so they become spaces. */
+static void
+put_field(const char *s)
+{
+    for (; *s != '\0'; s++)
+        fputc(*s == '\t' || *s == '\n' ? ' ' : *s, out_file);
+    fputc('\t', out_file);
+}
+
+static void
+put_record(const char *workload, const char *impl, const char *kind, const double v[5],
+           const char *unit, double bytes_per_op, double n, double target, const char *better)
+{
+    if (out_file == NULL)
+        return;
+    put_field(cur_suite);
+    put_field(workload);
+    put_field(impl);
+    put_field(kind);
+    /* %.6g keeps the files short; every figure is far noisier than six digits. */
+    for (int i = 0; i < 5; i++)
+        fprintf(out_file, "%.6g\t", v[i]);
+    put_field(unit);
+    fprintf(out_file, "%.6g\t%.0f\t%.6g\t%s\n", bytes_per_op, n, target, better);
+    fflush(out_file);
+}
 
 static double
 cpu_seconds(void)
@@ -137,6 +197,9 @@ bench_throughput(const bench_config *cfg, const char *workload, const char *impl
     }
     printf("\n");
     fflush(stdout);
+    put_record(workload, impl, "tput",
+               (double[5]){st.ops_s_median, st.ops_s_min, st.ops_s_max, 0, st.cpu_ns_per_op},
+               "op/s", bytes_per_op, reps, 0, "higher");
     if (out != NULL)
         *out = st;
     free(rate);
@@ -158,6 +221,8 @@ bench_latency_row(const char *workload, const char *impl, double *ns, size_t n)
     snprintf(spread, sizeof spread, "p99 %s", b);
     printf("%-34s %-16s %14s %24s %12s\n", workload, impl, a, spread, "-");
     fflush(stdout);
+    put_record(workload, impl, "lat", (double[5]){med, ns[0], ns[n - 1], p99, 0}, "ns", 0,
+               (double)n, 0, "lower");
     return med;
 }
 
@@ -173,6 +238,8 @@ bench_ratio(const char *what, double mpipc, double baseline, double target, int 
     }
     printf("\n");
     fflush(stdout);
+    put_record(what, "mpipc/baseline", "ratio", (double[5]){ratio, 0, 0, 0, 0}, "x", 0, 1, target,
+               lower_is_better ? "lower" : "higher");
 }
 
 void

@@ -56,6 +56,20 @@ double bench_latency_row(const char *workload, const char *impl, double *ns, siz
  * is > 0, whether the issue's target ratio is met. */
 void bench_ratio(const char *what, double mpipc, double baseline, double target, int lower_is_better);
 
+/* The machine-readable result stream. bench_output_open - also write every row printed by
+ * bench_throughput, bench_latency_row and bench_ratio to `path` as one tab-separated record with
+ * the columns below (the first line is "# " and the column names). Returns 0 or -1 (errno set).
+ * kind is "tput" (median/min/max in op/s, cpu_ns = CPU time per op), "lat" (median/min/max/p99 of
+ * the samples in ns, n = samples) or "ratio" (median = mpipc/baseline as bench_ratio printed it,
+ * target and better = "higher" or "lower" as passed to it; target 0 = none). */
+#define BENCH_TSV_COLUMNS                                                                          \
+    "suite\tworkload\timpl\tkind\tmedian\tmin\tmax\tp99\tcpu_ns\tunit\tbytes_per_op\tn\ttarget\tbetter"
+int bench_output_open(const char *path);
+void bench_output_close(void);
+
+/* bench_set_suite - name the suite whose rows follow (the runner calls it before each suite). */
+void bench_set_suite(const char *suite);
+
 /* bench_pin - pin the calling process to one CPU (modulo the CPUs it may use). */
 void bench_pin(int cpu);
 
@@ -73,5 +87,6 @@ void bench_suite_pipe(const bench_config *cfg);
 void bench_suite_value(const bench_config *cfg);
 void bench_suite_queue(const bench_config *cfg);
 void bench_suite_listener(const bench_config *cfg);
+void bench_suite_objects(const bench_config *cfg);
 
 #endif

@@ -1,5 +1,7 @@
 /*
- * bench_main.c - the one benchmark runner: mpipc_bench [--reps N] [--quick] [suite-filter]
+ * bench_main.c - the one benchmark runner:
+ *   mpipc_bench [--reps N] [--quick] [--tsv FILE] [suite-filter]
+ * --tsv FILE also writes every row as a tab-separated record (see bench.h); bench/run reads it.
  */
 #include "bench.h"
 
@@ -18,6 +20,7 @@ static const struct {
     {"value", bench_suite_value},
     {"queue", bench_suite_queue},
     {"listener", bench_suite_listener},
+    {"objects", bench_suite_objects},
 };
 
 int
@@ -27,12 +30,17 @@ main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
             cfg.reps = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--quick") == 0)
+        else if (strcmp(argv[i], "--tsv") == 0 && i + 1 < argc) {
+            if (bench_output_open(argv[++i]) != 0) {
+                perror(argv[i]);
+                return 1;
+            }
+        } else if (strcmp(argv[i], "--quick") == 0)
             cfg.scale = 0.05, cfg.reps = 3;
         else if (argv[i][0] != '-')
             cfg.only = argv[i];
         else {
-            fprintf(stderr, "usage: %s [--reps N] [--quick] [suite]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--reps N] [--quick] [--tsv FILE] [suite]\n", argv[0]);
             return 2;
         }
     }
@@ -40,7 +48,10 @@ main(int argc, char **argv)
            "its reaped children\n",
            cfg.reps);
     for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)
-        if (cfg.only == NULL || strstr(suites[i].name, cfg.only) != NULL)
+        if (cfg.only == NULL || strstr(suites[i].name, cfg.only) != NULL) {
+            bench_set_suite(suites[i].name);
             suites[i].run(&cfg);
+        }
+    bench_output_close();
     return 0;
 }
