@@ -242,6 +242,26 @@ bench_ratio(const char *what, double mpipc, double baseline, double target, int 
                lower_is_better ? "lower" : "higher");
 }
 
+double
+bench_paired_ratio(const bench_config *cfg, bench_fn a, void *ctx_a, bench_fn b, void *ctx_b,
+                   uint64_t ops)
+{
+    int pairs = cfg->reps > 0 ? cfg->reps : 5;
+    double ratio[64];
+    if (pairs > 64)
+        pairs = 64;
+    for (int i = 0; i < pairs; i++) {
+        bench_sample sa, sb;
+        int r = i % 2 == 0 ? a(ctx_a, ops, &sa) | b(ctx_b, ops, &sb)
+                           : b(ctx_b, ops, &sb) | a(ctx_a, ops, &sa);
+        if (r != 0 || sa.wall_s <= 0)
+            return 0;
+        ratio[i] = sb.wall_s / sa.wall_s;
+    }
+    qsort(ratio, (size_t)pairs, sizeof ratio[0], cmp_double);
+    return ratio[pairs / 2];
+}
+
 void
 bench_pin(int cpu)
 {

@@ -70,6 +70,13 @@ void bench_output_close(void);
 /* bench_set_suite - name the suite whose rows follow (the runner calls it before each suite). */
 void bench_set_suite(const char *suite);
 
+/* bench_paired_ratio - the median over cfg->reps pairs of (rate of a / rate of b), each pair
+ * running both workloads back to back in alternating order. On a shared machine load drifts
+ * between two separately measured rows; a pair sees the same load, so this ratio is the one a
+ * target is judged on. Returns 0 if a workload fails. */
+double bench_paired_ratio(const bench_config *cfg, bench_fn a, void *ctx_a, bench_fn b,
+                          void *ctx_b, uint64_t ops);
+
 /* bench_pin - pin the calling process to one CPU (modulo the CPUs it may use). */
 void bench_pin(int cpu);
 

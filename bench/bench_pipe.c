@@ -197,35 +197,6 @@ run_pingpong(bool mpipc, double *ns, size_t n)
     return r;
 }
 
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* The machine is shared, so load drifts between the mpipc rows and the baseline rows. The
- * verdict uses interleaved pairs instead: each pair runs both implementations back to back (in
- * alternating order) and yields one ratio; the median of those ratios is reported. */
-static double
-paired_ratio(const bench_config *cfg, workload *mp, workload *raw, uint64_t ops)
-{
-    int pairs = cfg->reps > 0 ? cfg->reps : 5;
-    double ratio[64];
-    if (pairs > 64)
-        pairs = 64;
-    for (int i = 0; i < pairs; i++) {
-        bench_sample a, b;
-        int r = i % 2 == 0 ? run_stream(mp, ops, &a) | run_stream(raw, ops, &b)
-                           : run_stream(raw, ops, &b) | run_stream(mp, ops, &a);
-        if (r != 0)
-            return 0;
-        ratio[i] = b.wall_s / a.wall_s;
-    }
-    qsort(ratio, (size_t)pairs, sizeof ratio[0], cmp_double);
-    return ratio[pairs / 2];
-}
-
 static void
 stream_pair(const bench_config *cfg, const char *name, size_t size, uint64_t ops,
             double *mp_bytes_s)
@@ -238,7 +209,7 @@ stream_pair(const bench_config *cfg, const char *name, size_t size, uint64_t ops
         bench_ratio(name, s_mp.ops_s_median, s_raw.ops_s_median, 0, 0);
         char what[64];
         snprintf(what, sizeof what, "%s, interleaved pairs", name);
-        bench_ratio(what, paired_ratio(cfg, &mp, &raw, ops), 1.0, 1.0, 0);
+        bench_ratio(what, bench_paired_ratio(cfg, run_stream, &mp, run_stream, &raw, ops), 1.0, 1.0, 0);
         if (mp_bytes_s != NULL)
             *mp_bytes_s = s_mp.ops_s_median * (double)size;
     }
