@@ -69,5 +69,6 @@ void bench_header(const char *section, const char *note);
 void bench_suite_process(const bench_config *cfg);
 void bench_suite_shm(const bench_config *cfg);
 void bench_suite_sync(const bench_config *cfg);
+void bench_suite_manager(const bench_config *cfg);
 
 #endif

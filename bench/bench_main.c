@@ -14,6 +14,7 @@ static const struct {
     {"process", bench_suite_process},
     {"shm", bench_suite_shm},
     {"sync", bench_suite_sync},
+    {"manager", bench_suite_manager},
 };
 
 int

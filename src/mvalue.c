@@ -652,7 +652,8 @@ repr_cont(mp__buf *b, mp__cont *c, const uint64_t *seen, int depth)
         return;
     }
     uint64_t next[REPR_DEPTH];
-    memcpy(next, seen, (size_t)depth * sizeof *seen);
+    if (depth > 0)
+        memcpy(next, seen, (size_t)depth * sizeof *seen);
     next[depth++] = c->off;
     mp_item *keys = NULL, *vals = NULL;
     size_t n = 0;
