@@ -160,8 +160,8 @@ bench_suite_manager(const bench_config *cfg)
     mp_manager *m = NULL;
     ctx c = {0};
     c.keys = malloc(KEYS_BIG * sizeof *c.keys);
-    if (c.keys == NULL || mp_manager_open(&m, NULL) != 0 || mp_list_open(&c.list, m, NULL, 0) != 0 ||
-        mp_dict_open(&c.dict, m) != 0) {
+    if (c.keys == NULL || mp_manager_open(&m, NULL) != 0 ||
+        mp_list_open(&c.list, m, NULL, 0) != 0 || mp_dict_open(&c.dict, m) != 0) {
         printf("manager: set-up failed\n");
         free(c.keys);
         mp_manager_close(m);
@@ -192,10 +192,9 @@ bench_suite_manager(const bench_config *cfg)
     c.op = op_get;
     c.procs = 1;
     c.nkeys = KEYS_BIG;
-    if (bench_throughput(cfg, "dict get (100k keys), 1 process", "mpipc", run, &c, n, 0, &big) ==
-        0)
-        bench_ratio("dict get 100k keys vs 100 keys (target >= 0.5)", big.ops_s_median, one[2],
-                    0.5, 0);
+    if (bench_throughput(cfg, "dict get (100k keys), 1 process", "mpipc", run, &c, n, 0, &big) == 0)
+        bench_ratio("dict get 100k keys vs 100 keys (target >= 0.5)", big.ops_s_median, one[2], 0.5,
+                    0);
     for (int k = 0; k < 3; k++)
         bench_ratio(names[k], one[k], 1e6, 1.0, 0);
     python_baseline(py);

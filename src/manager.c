@@ -30,10 +30,10 @@
 struct mp_manager {
     const mp__backend *be;
     mp__heap *h;
-    pid_t owner;    /* the process that opened the manager */
-    pid_t mgr_pid;  /* the manager process */
-    int mgr_pidfd;  /* its pidfd, or -1 */
-    int evfd;       /* written once to ask the manager process to stop */
+    pid_t owner;   /* the process that opened the manager */
+    pid_t mgr_pid; /* the manager process */
+    int mgr_pidfd; /* its pidfd, or -1 */
+    int evfd;      /* written once to ask the manager process to stop */
     _Atomic bool shut;
 };
 
@@ -86,7 +86,8 @@ manager_main(mp__heap *h, pid_t owner, int owner_pidfd, int evfd, const char *pa
         }
     close_others(sorted, n);
     for (;;) {
-        struct pollfd p[2] = {{.fd = evfd, .events = POLLIN}, {.fd = owner_pidfd, .events = POLLIN}};
+        struct pollfd p[2] = {{.fd = evfd, .events = POLLIN},
+                              {.fd = owner_pidfd, .events = POLLIN}};
         /* Without a pidfd, look at the parent every 100 ms instead. */
         int r = poll(p, owner_pidfd >= 0 ? 2 : 1, owner_pidfd >= 0 ? -1 : 100);
         if (r > 0 && (p[0].revents != 0 || (owner_pidfd >= 0 && p[1].revents != 0)))
@@ -115,8 +116,8 @@ mp_manager_open(mp_manager **out, const mp_manager_opts *opts)
         return -ENOMEM;
     m->be = &mp__shm_backend;
     m->evfd = m->mgr_pidfd = -1;
-    int r = mp__heap_create(&m->h, opts->name,
-                            opts->max_size != 0 ? opts->max_size : DEFAULT_RESERVE);
+    int r =
+        mp__heap_create(&m->h, opts->name, opts->max_size != 0 ? opts->max_size : DEFAULT_RESERVE);
     if (r != 0) {
         mp__free(m);
         return r;
@@ -236,7 +237,8 @@ mp_manager_pid(const mp_manager *m)
     return m != NULL ? m->mgr_pid : -EINVAL;
 }
 
-/* ---- the shared-heap backend and the public calls ---------------------------------------------- */
+/* ---- the shared-heap backend and the public calls ----------------------------------------------
+ */
 
 const mp__backend mp__shm_backend = {
     .list_len = mp__shlist_len,
@@ -349,8 +351,7 @@ mp_list_del(mp_list *l, ptrdiff_t i)
 }
 
 int
-mp_list_slice(mp_list *l, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t step, mp_item **out,
-              size_t *n)
+mp_list_slice(mp_list *l, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t step, mp_item **out, size_t *n)
 {
     if (l == NULL || out == NULL || n == NULL || step == 0)
         return -EINVAL;

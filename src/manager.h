@@ -16,7 +16,7 @@
 /* ---- the heap -------------------------------------------------------------------------------- */
 
 #define MP__HEAP_MAGIC 0x3170616568706d70ull /* "pmpheap1" */
-#define MP__HEAP_CLASSES 40                 /* block sizes 2^5 .. 2^44 */
+#define MP__HEAP_CLASSES 40                  /* block sizes 2^5 .. 2^44 */
 
 /* The header at offset 0 of the segment. */
 typedef struct mp__heap_hdr {
@@ -74,7 +74,8 @@ mp__heap_down(const mp__heap *h)
     return atomic_load_explicit(&mp__heap_hdr_of(h)->shutdown, memory_order_relaxed) != 0;
 }
 
-/* ---- stored items ------------------------------------------------------------------------------ */
+/* ---- stored items ------------------------------------------------------------------------------
+ */
 
 /* A stored item: tag = type | len << 8. u holds the int, the double's bits, a str/bytes of up
  * to 8 bytes inline, the offset of a longer one's block, or a container's offset. */
@@ -100,8 +101,7 @@ mp__slot_len(const mp__slot *s)
 static inline const char *
 mp__slot_bytes(const mp__heap *h, const mp__slot *s)
 {
-    return mp__slot_len(s) <= MP__SLOT_INLINE ? (const char *)&s->u
-                                              : (const char *)mp__at(h, s->u);
+    return mp__slot_len(s) <= MP__SLOT_INLINE ? (const char *)&s->u : (const char *)mp__at(h, s->u);
 }
 
 /* mp__item_check - validate an input item for heap h (type, UTF-8, a container of h). */
@@ -139,7 +139,8 @@ void mp__repr_text(mp__buf *b, const char *s, size_t n, bool bytes);
 /* Finish a repr: hand the string to the caller. */
 ssize_t mp__buf_finish(mp__buf *b, char **out);
 
-/* ---- containers ------------------------------------------------------------------------------- */
+/* ---- containers -------------------------------------------------------------------------------
+ */
 
 enum { MP__KIND_LIST = 1, MP__KIND_DICT = 2, MP__KIND_NS = 3 };
 

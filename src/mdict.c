@@ -341,8 +341,8 @@ mp__shdict_update(mp__cont *c, const mp_item *keys, const mp_item *values, size_
     /* Every pair is checked and stored in the heap before the lock is taken. */
     size_t held = 0;
     for (; err == 0 && held < n; held++) {
-        err = make_pair(c, &keys[held], &values[held], &hash[held], &ks[2 * held],
-                        &ks[2 * held + 1]);
+        err =
+            make_pair(c, &keys[held], &values[held], &hash[held], &ks[2 * held], &ks[2 * held + 1]);
         if (err != 0)
             break;
     }
@@ -350,8 +350,8 @@ mp__shdict_update(mp__cont *c, const mp_item *keys, const mp_item *values, size_
         mp__chdr *hd = mp__cont_lock(c, &err);
         for (size_t i = 0; hd != NULL && err == 0 && i < n; i++) {
             mp__slot drop[2];
-            err = store(c, hd, hash[i], &keys[i], &ks[2 * i], &ks[2 * i + 1], MP__SET_ALWAYS,
-                        NULL, drop);
+            err = store(c, hd, hash[i], &keys[i], &ks[2 * i], &ks[2 * i + 1], MP__SET_ALWAYS, NULL,
+                        drop);
             /* A stored pair leaves only its unused slots for the release below. */
             if (err == 0) {
                 ks[2 * i] = drop[0];

@@ -100,14 +100,15 @@ mp__heap_create(mp__heap **out, const char *name, size_t reserve)
     h->reserve = reserve;
     r = -posix_fallocate(h->fd, 0, (off_t)INITIAL_SIZE);
     if (r == 0) {
-        h->base = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        h->base =
+            mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (h->base == MAP_FAILED) {
             h->base = NULL;
             r = -errno;
         }
     }
-    if (r == 0 && mmap(h->base, INITIAL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-                       h->fd, 0) == MAP_FAILED)
+    if (r == 0 && mmap(h->base, INITIAL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, h->fd,
+                       0) == MAP_FAILED)
         r = -errno;
     if (r == 0)
         r = pthread_mutex_init(&h->map_lock, NULL) == 0 ? 0 : -ENOMEM;

@@ -361,8 +361,10 @@ mp__shlist_slice(mp__cont *c, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t step, m
     if (cnt > 0 && items == NULL)
         err = -ENOMEM;
     size_t done = 0;
-    for (ptrdiff_t k = start; err == 0 && done < cnt; k += step, done++)
-        err = mp__slot_get(c->h, &b->s[k], &items[done]);
+    /* The index is computed from `done` so that it never steps past the list (no overflow
+     * with a huge step). */
+    for (; err == 0 && done < cnt; done++)
+        err = mp__slot_get(c->h, &b->s[start + (ptrdiff_t)done * step], &items[done]);
     mp__cont_unlock(c, hd);
     if (err != 0) {
         mp_items_free(items, done);
@@ -374,8 +376,7 @@ mp__shlist_slice(mp__cont *c, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t step, m
 }
 
 int
-mp__shlist_set_slice(mp__cont *c, ptrdiff_t start, ptrdiff_t stop, const mp_item *items,
-                     size_t n)
+mp__shlist_set_slice(mp__cont *c, ptrdiff_t start, ptrdiff_t stop, const mp_item *items, size_t n)
 {
     mp__slot one, *ns = n <= 1 ? &one : mp__malloc(n * sizeof *ns);
     if (ns == NULL)
@@ -436,8 +437,8 @@ mp__shlist_del_slice(mp__cont *c, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t ste
         off = list_body_new_(c->h, len - cnt, &err);
     if (off != 0) {
         b = body_of(c, hd);
-        ptrdiff_t k = start;
-        for (size_t j = 0; j < cnt; j++, k += step) {
+        for (size_t j = 0; j < cnt; j++) {
+            ptrdiff_t k = start + (ptrdiff_t)j * step;
             del[k] = 1;
             gone[j] = b->s[k];
         }

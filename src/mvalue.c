@@ -9,7 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* ---- public helpers ---------------------------------------------------------------------------- */
+/* ---- public helpers ----------------------------------------------------------------------------
+ */
 
 mp_item
 mp_item_str(const char *s)
@@ -51,7 +52,8 @@ mp_items_free(mp_item *items, size_t n)
     mp__free(items);
 }
 
-/* ---- checking and storing ---------------------------------------------------------------------- */
+/* ---- checking and storing ----------------------------------------------------------------------
+ */
 
 static bool
 utf8_valid(const unsigned char *s, size_t n)
@@ -110,8 +112,7 @@ mp__item_check(const mp__heap *h, const mp_item *it)
             return -EINVAL;
         if (it->v.s.len >= ((size_t)1 << 55))
             return -E2BIG;
-        if (it->type == MP_ITEM_STR &&
-            !utf8_valid((const unsigned char *)it->v.s.ptr, it->v.s.len))
+        if (it->type == MP_ITEM_STR && !utf8_valid((const unsigned char *)it->v.s.ptr, it->v.s.len))
             return -EINVAL;
         return 0;
     case MP_ITEM_LIST:
@@ -475,7 +476,8 @@ mp__item_hash(const mp_item *it, uint64_t *hash)
     }
 }
 
-/* ---- repr ------------------------------------------------------------------------------------------ */
+/* ---- repr
+ * ------------------------------------------------------------------------------------------ */
 
 void
 mp__buf_put(mp__buf *b, const char *s, size_t n)
@@ -751,8 +753,7 @@ mp_item_repr(const mp_item *it, char **out)
 {
     if (it == NULL || out == NULL)
         return -EINVAL;
-    if (it->type > MP_ITEM_NAMESPACE ||
-        (it->type >= MP_ITEM_LIST && it->v.list == NULL))
+    if (it->type > MP_ITEM_NAMESPACE || (it->type >= MP_ITEM_LIST && it->v.list == NULL))
         return -EINVAL;
     mp__buf b = {0};
     repr_item(&b, it, NULL, 0);

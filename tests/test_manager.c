@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,12 +81,20 @@ test_item_repr_matches_python(void **state)
         double f;
         const char *want;
     } floats[] = {
-        {0.1, "0.1"},       {1e16, "1e+16"},        {1e15, "1000000000000000.0"},
-        {1.5e-5, "1.5e-05"}, {0.0001, "0.0001"},     {-0.0, "-0.0"},
-        {1.0 / 3, "0.3333333333333333"},            {2.5, "2.5"},
-        {100.0, "100.0"},    {1e22, "1e+22"},        {5e-324, "5e-324"},
+        {0.1, "0.1"},
+        {1e16, "1e+16"},
+        {1e15, "1000000000000000.0"},
+        {1.5e-5, "1.5e-05"},
+        {0.0001, "0.0001"},
+        {-0.0, "-0.0"},
+        {1.0 / 3, "0.3333333333333333"},
+        {2.5, "2.5"},
+        {100.0, "100.0"},
+        {1e22, "1e+22"},
+        {5e-324, "5e-324"},
         {1.7976931348623157e308, "1.7976931348623157e+308"},
-        {123456789.125, "123456789.125"},           {0.5e-4, "5e-05"},
+        {123456789.125, "123456789.125"},
+        {0.5e-4, "5e-05"},
     };
     for (size_t i = 0; i < MP__ARRAY_LEN(floats); i++)
         assert_true(item_repr_is(mp_item_float(floats[i].f), floats[i].want));
@@ -105,7 +114,8 @@ test_item_repr_matches_python(void **state)
     assert_true(item_repr_is(mp_item_bool(false), "False"));
 }
 
-/* ---- list -------------------------------------------------------------------------------------- */
+/* ---- list --------------------------------------------------------------------------------------
+ */
 
 static void
 test_list_operations_match_python(void **state)
@@ -229,7 +239,8 @@ test_list_errors_change_nothing(void **state)
     mp_list_close(l);
 }
 
-/* ---- dict ------------------------------------------------------------------------------------- */
+/* ---- dict -------------------------------------------------------------------------------------
+ */
 
 static void
 test_dict_operations_match_python(void **state)
@@ -279,8 +290,8 @@ test_dict_operations_match_python(void **state)
     mp_item uk[] = {S("z"), kt, S("long key that is not inline")};
     mp_item uv[] = {I(26), S("one"), mp_item_float(0.25)};
     assert_int_equal(mp_dict_update(d, uk, uv, 3), 0);
-    assert_true(
-        DICT_IS(d, "{1: 'one', 'key': 1, b'key': True, 'z': 26, 'long key that is not inline': 0.25}"));
+    assert_true(DICT_IS(
+        d, "{1: 'one', 'key': 1, b'key': True, 'z': 26, 'long key that is not inline': 0.25}"));
     mp_item *keys, *vals;
     size_t n;
     assert_int_equal(mp_dict_items(d, &keys, &vals, &n), 0);
@@ -310,8 +321,8 @@ test_dict_operations_match_python(void **state)
     assert_int_equal(mp_dict_len(d), 0);
     assert_int_equal(mp_dict_popitem(d, &pk, &pv), -ENOENT);
     assert_true(DICT_IS(d, "{}"));
-    assert_true(
-        DICT_IS(c, "{1: 'one', 'key': 1, b'key': True, 'z': 26, 'long key that is not inline': 0.25}"));
+    assert_true(DICT_IS(
+        c, "{1: 'one', 'key': 1, b'key': True, 'z': 26, 'long key that is not inline': 0.25}"));
     /* Items are copies: changing one changes nothing in the dict (Python's P10 pitfall). */
     assert_int_equal(mp_dict_get(c, &uk[2], NULL, &it), 0);
     assert_int_equal(mp_dict_get(c, &sk, NULL, &it), 0);
@@ -396,7 +407,8 @@ child_every_op(void *arg)
     mp_item k = S("from child");
     CHILD_CHECK(mp_dict_set(g_dict, &k, &(mp_item){.type = MP_ITEM_FLOAT, .v.f = 2.5}) == 0);
     CHILD_CHECK(mp_dict_del(g_dict, &(mp_item){.type = MP_ITEM_INT, .v.i = 1}) == 0);
-    CHILD_CHECK(mp_namespace_set(g_ns, "child", &(mp_item){.type = MP_ITEM_BOOL, .v.b = true}) == 0);
+    CHILD_CHECK(mp_namespace_set(g_ns, "child", &(mp_item){.type = MP_ITEM_BOOL, .v.b = true}) ==
+                0);
     /* A container opened in the child, stored where the parent finds it. */
     mp_list *mine;
     mp_item vals[] = {S("made"), S("in child")};
@@ -439,8 +451,8 @@ child_append(void *arg)
     int64_t who = (int64_t)(intptr_t)arg;
     CHILD_CHECK(th_barrier_wait(g_bar) == 0);
     for (int64_t i = 0; i < PER_APPENDER; i++)
-        CHILD_CHECK(mp_list_append(g_list, &(mp_item){.type = MP_ITEM_INT,
-                                                       .v.i = who * 1000000 + i}) == 0);
+        CHILD_CHECK(
+            mp_list_append(g_list, &(mp_item){.type = MP_ITEM_INT, .v.i = who * 1000000 + i}) == 0);
     return 0;
 }
 
@@ -525,8 +537,8 @@ child_grow_heap(void *arg)
     static char big[200000];
     for (int i = 0; i < 40; i++) {
         memset(big, 'a' + i % 26, sizeof big);
-        CHILD_CHECK(mp_list_append(g_list, &(mp_item){.type = MP_ITEM_BYTES,
-                                                       .v.s = {big, sizeof big}}) == 0);
+        CHILD_CHECK(mp_list_append(
+                        g_list, &(mp_item){.type = MP_ITEM_BYTES, .v.s = {big, sizeof big}}) == 0);
     }
     return 0;
 }
@@ -545,6 +557,47 @@ test_heap_grown_by_a_child_is_seen_by_the_parent(void **state)
     assert_int_equal(it.v.s.len, 200000);
     assert_int_equal(it.v.s.ptr[199999], 'a' + 39 % 26);
     mp_item_clear(&it);
+    mp_list_close(g_list);
+}
+
+#define THREADS 4
+#define PER_THREAD 2000
+
+static void *
+thread_append(void *arg)
+{
+    char text[120];
+    memset(text, 'a' + (int)(intptr_t)arg, sizeof text);
+    for (int i = 0; i < PER_THREAD; i++) {
+        mp_item it = mp_item_bytes(text, sizeof text);
+        if (mp_list_append(g_list, &it) != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+/* Threads of one process share handles; their appends also grow the heap, so the mapping is
+ * extended while other threads use it. */
+static void
+test_threads_share_handles_while_the_heap_grows(void **state)
+{
+    (void)state;
+    assert_int_equal(mp_list_open(&g_list, mgr, NULL, 0), 0);
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, thread_append, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < THREADS; i++) {
+        void *r;
+        assert_int_equal(pthread_join(t[i], &r), 0);
+        assert_null(r);
+    }
+    assert_int_equal(mp_list_len(g_list), THREADS * PER_THREAD);
+    for (int i = 0; i < THREADS; i++) {
+        char text[120];
+        memset(text, 'a' + i, sizeof text);
+        mp_item it = mp_item_bytes(text, sizeof text);
+        assert_int_equal(mp_list_count(g_list, &it), PER_THREAD);
+    }
     mp_list_close(g_list);
 }
 
@@ -779,8 +832,8 @@ test_shutdown_makes_operations_fail_and_leaves_nothing(void **state)
     assert_int_equal(kill(mp, 0), -1); /* reaped: the pid is gone */
     assert_int_equal(mp_list_len(l), -EBADF);
     assert_int_equal(mp_list_append(l, &(mp_item){.type = MP_ITEM_NONE}), -EBADF);
-    assert_int_equal(mp_dict_set(d, &(mp_item){.type = MP_ITEM_NONE}, &(mp_item){.type = MP_ITEM_NONE}),
-                     -EBADF);
+    assert_int_equal(
+        mp_dict_set(d, &(mp_item){.type = MP_ITEM_NONE}, &(mp_item){.type = MP_ITEM_NONE}), -EBADF);
     assert_int_equal(mp_list_open(&(mp_list *){NULL}, m, NULL, 0), -EBADF);
     mp_manager_close(m);
     /* The handles outlive the manager handle safely. */
@@ -816,7 +869,7 @@ static int
 worker_after_owner(void *arg)
 {
     mp_list *l = arg;
-    CHILD_CHECK(th_barrier_wait(g_bar) == 0); /* the owner is about to die */
+    CHILD_CHECK(th_barrier_wait(g_bar) == 0);  /* the owner is about to die */
     CHILD_CHECK(th_barrier_wait(g_bar2) == 0); /* the owner is dead and its manager gone */
     atomic_store(&g_rep->worker_result, mp_list_len(l) == -EBADF ? 1 : 2);
     return 0;
@@ -916,6 +969,8 @@ main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_dict_with_100k_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heap_grown_by_a_child_is_seen_by_the_parent, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_threads_share_handles_while_the_heap_grows, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sigkill_at_fault_points_leaves_containers_consistent,
                                         setup, teardown),
