@@ -28,6 +28,7 @@ typedef struct mp__heap_hdr {
     pthread_mutex_t lock; /* guards bump and free[] */
     uint64_t bump;        /* first never-allocated byte */
     uint64_t free[MP__HEAP_CLASSES];
+    uint64_t root; /* reserved for a directory of named objects (attach by name); 0 now */
 } mp__heap_hdr;
 
 /* This process's view of a heap: one per process per manager, shared by every handle on it. */

@@ -172,7 +172,10 @@ grow(mp__heap *h, uint64_t need)
     uint64_t target = round_up(want > size + step ? want : size + step, GROW_STEP);
     if (target > hd->reserve)
         target = hd->reserve;
-    int r = -posix_fallocate(h->fd, 0, (off_t)target);
+    int r;
+    do
+        r = -posix_fallocate(h->fd, 0, (off_t)target);
+    while (r == -EINTR);
     if (r != 0)
         return r;
     /* Killed here, the file is larger than `size` says; the next growth covers it again. */
@@ -296,18 +299,17 @@ mp__cont_lock(const mp__cont *c, int *err)
         *err = r;
         return NULL;
     }
+    /* The dead holder's changes are repaired from the redo record below, which needs no more
+     * than the lock; the mutex is made consistent at once, because unlocking an inconsistent
+     * robust mutex would make it unusable for good. */
+    if (r == MP_OWNERDEAD)
+        mp__mutex_consistent(&hd->lock);
     /* The offsets read under the lock may lie in growth this process has not mapped yet. */
     int s = mp__heap_sync(h);
-    if (r == MP_OWNERDEAD) {
-        if (s != 0) {
-            /* Leave the mutex inconsistent: the next locker retries the repair. */
-            mp__mutex_unlock(&hd->lock);
-            *err = s;
-            return NULL;
-        }
+    /* A committed record left by a holder that died (or by a locker that could not map what it
+     * names) is applied by the next locker that can: one load in the common case. */
+    if (s == 0 && MP__UNLIKELY(atomic_load_explicit(&hd->log.n, memory_order_acquire) != 0))
         mp__log_replay(h, &hd->log);
-        mp__mutex_consistent(&hd->lock);
-    }
     if (s == 0 && mp__heap_down(h))
         s = -EBADF;
     if (s != 0) {

@@ -440,6 +440,71 @@ test_every_operation_from_a_child(void **state)
     mp_namespace_close(g_ns);
 }
 
+/* The operations child_every_op does not use, from a child. */
+static int
+child_more_ops(void *arg)
+{
+    (void)arg;
+    mp_item it, *items, *keys, *vals;
+    size_t n;
+    mp_item ints[] = {I(5), I(1), I(4), I(1)};
+    CHILD_CHECK(mp_list_extend(g_list, ints, 4) == 0);
+    CHILD_CHECK(mp_list_count(g_list, &ints[1]) == 2);
+    CHILD_CHECK(mp_list_index(g_list, &ints[2]) == 2);
+    CHILD_CHECK(mp_list_contains(g_list, &ints[0]) == 1);
+    CHILD_CHECK(mp_list_sort(g_list, false) == 0);
+    CHILD_CHECK(LIST_IS(g_list, "[1, 1, 4, 5]"));
+    CHILD_CHECK(mp_list_slice(g_list, 1, 3, 1, &items, &n) == 0 && n == 2 && items[1].v.i == 4);
+    mp_items_free(items, n);
+    CHILD_CHECK(mp_list_set_slice(g_list, 0, 2, &ints[0], 1) == 0);
+    CHILD_CHECK(mp_list_del_slice(g_list, -1, MP_SLICE_DEFAULT, 1) == 0);
+    CHILD_CHECK(mp_list_get(g_list, 0, &it) == 0 && it.v.i == 5);
+    CHILD_CHECK(LIST_IS(g_list, "[5, 4]"));
+    mp_item ks[] = {S("a"), S("b"), S("c")};
+    CHILD_CHECK(mp_dict_update(g_dict, ks, ints, 3) == 0);
+    CHILD_CHECK(mp_dict_get(g_dict, &ks[1], NULL, &it) == 0 && it.v.i == 1);
+    CHILD_CHECK(mp_dict_contains(g_dict, &ks[2]) == 1);
+    CHILD_CHECK(mp_dict_setdefault(g_dict, &ks[0], &ints[3], &it) == 0 && it.v.i == 5);
+    CHILD_CHECK(mp_dict_pop(g_dict, &ks[0], NULL, &it) == 0 && it.v.i == 5);
+    CHILD_CHECK(mp_dict_popitem(g_dict, &it, NULL) == 0 && strcmp(it.v.s.ptr, "c") == 0);
+    mp_item_clear(&it);
+    CHILD_CHECK(mp_dict_items(g_dict, &keys, &vals, &n) == 0 && n == 1);
+    mp_items_free(keys, n);
+    mp_items_free(vals, n);
+    CHILD_CHECK(mp_dict_keys(g_dict, &keys, &n) == 0 && n == 1);
+    mp_items_free(keys, n);
+    CHILD_CHECK(mp_dict_values(g_dict, &vals, &n) == 0 && n == 1);
+    mp_items_free(vals, n);
+    mp_dict *copy;
+    CHILD_CHECK(mp_dict_copy(g_dict, &copy) == 0);
+    CHILD_CHECK(mp_dict_clear(g_dict) == 0 && mp_dict_len(g_dict) == 0);
+    CHILD_CHECK(mp_namespace_set(g_ns, "copy", &(mp_item){.type = MP_ITEM_DICT, .v.dict = copy}) ==
+                0);
+    mp_dict_close(copy);
+    CHILD_CHECK(mp_namespace_get(g_ns, "gone", &it) == 0 && it.v.i == 1);
+    CHILD_CHECK(mp_namespace_del(g_ns, "gone") == 0);
+    return 0;
+}
+
+static void
+test_the_other_operations_from_a_child(void **state)
+{
+    (void)state;
+    assert_int_equal(mp_list_open(&g_list, mgr, NULL, 0), 0);
+    assert_int_equal(mp_dict_open(&g_dict, mgr), 0);
+    assert_int_equal(mp_namespace_open(&g_ns, mgr), 0);
+    assert_int_equal(mp_namespace_set(g_ns, "gone", &(mp_item){.type = MP_ITEM_INT, .v.i = 1}), 0);
+    pid_t pid = th_fork(child_more_ops, NULL);
+    assert_true(pid > 0);
+    assert_child_ok(pid);
+    assert_true(LIST_IS(g_list, "[5, 4]"));
+    assert_true(DICT_IS(g_dict, "{}"));
+    assert_true(NS_IS(g_ns, "Namespace(copy={'b': 1})"));
+    mp_list_close(g_list);
+    mp_dict_close(g_dict);
+    mp_namespace_close(g_ns);
+}
+
 #define APPENDERS 4
 #define PER_APPENDER 5000
 
@@ -965,6 +1030,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_namespace_attributes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nested_containers_are_shared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_operation_from_a_child, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_the_other_operations_from_a_child, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_appends_from_four_processes_lose_nothing,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_dict_with_100k_keys, setup, teardown),
