@@ -807,8 +807,9 @@ MP_API int mp_dict_keys(mp_dict *d, mp_item **out, size_t *n);
 MP_API int mp_dict_values(mp_dict *d, mp_item **out, size_t *n);
 MP_API int mp_dict_items(mp_dict *d, mp_item **keys, mp_item **values, size_t *n);
 
-/* mp_dict_update - d[keys[i]] = values[i] for each i, in order, under one lock. A bad key stops
- * the call before anything is stored (checked first). */
+/* mp_dict_update - d[keys[i]] = values[i] for each i, in order, under one lock. Every pair is
+ * checked first, so a bad key or value stores nothing; only running out of heap while storing
+ * (-ENOMEM, -ENOSPC) can leave the first pairs stored. */
 MP_API int mp_dict_update(mp_dict *d, const mp_item *keys, const mp_item *values, size_t n);
 
 /* mp_dict_pop - remove key and move its value to *out (may be NULL); when missing, a copy of

@@ -146,6 +146,7 @@ ssize_t mp__buf_finish(mp__buf *b, char **out);
 enum { MP__KIND_LIST = 1, MP__KIND_DICT = 2, MP__KIND_NS = 3 };
 
 #define MP__LOG_MAX 6
+#define MP__LOG_W32 (1ull << 63) /* in a word's offset: store only its low 32 bits */
 
 /* The redo record of a container. A mutation that needs more than one store to become visible
  * writes the final values of every word it will change here, commits them with one store of n,

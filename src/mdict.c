@@ -13,8 +13,10 @@
  */
 #include "manager.h"
 
-#define IX_EMPTY UINT64_MAX
-#define IX_DUMMY (UINT64_MAX - 1)
+/* Index words are 32 bits (half the cache footprint of the index table of a big dict, which
+ * is what a lookup in it misses on); a dict holds fewer than 2^32 - 2 entries. */
+#define IX_EMPTY UINT32_MAX
+#define IX_DUMMY (UINT32_MAX - 1)
 
 typedef struct dent {
     uint64_t hash;
@@ -27,13 +29,13 @@ typedef struct dtab {
     uint64_t cap;
     uint64_t nent;
     uint64_t used;
-    uint64_t idx[];
+    uint32_t idx[]; /* mask + 1 words, then the entries (8-aligned: mask + 1 >= 8) */
 } dtab;
 
 static dent *
 ents(dtab *t)
 {
-    return (dent *)&t->idx[t->mask + 1];
+    return (dent *)(void *)&t->idx[t->mask + 1];
 }
 
 static dtab *
@@ -54,7 +56,7 @@ dict_body_new_(mp__heap *h, size_t want, int *err)
 {
     uint64_t slots = 8;
     while (slots * 2 / 3 < want) {
-        if (slots > ((uint64_t)1 << 40)) {
+        if (slots >= ((uint64_t)1 << 31)) {
             *err = -ENOMEM;
             return 0;
         }
@@ -62,7 +64,7 @@ dict_body_new_(mp__heap *h, size_t want, int *err)
     }
     uint64_t cap = slots * 2 / 3;
     uint64_t off =
-        mp__heap_alloc(h, sizeof(dtab) + slots * sizeof(uint64_t) + cap * sizeof(dent), err);
+        mp__heap_alloc(h, sizeof(dtab) + slots * sizeof(uint32_t) + cap * sizeof(dent), err);
     if (off == 0)
         return 0;
     dtab *t = mp__at(h, off);
@@ -70,7 +72,7 @@ dict_body_new_(mp__heap *h, size_t want, int *err)
     t->cap = cap;
     t->nent = 0;
     t->used = 0;
-    memset(t->idx, 0xff, slots * sizeof(uint64_t));
+    memset(t->idx, 0xff, slots * sizeof(uint32_t));
     return off;
 }
 
@@ -83,7 +85,7 @@ lookup(const mp__heap *h, dtab *t, uint64_t hash, const mp_item *key, uint64_t *
     int64_t freepos = -1;
     dent *e = ents(t);
     for (;;) {
-        uint64_t ix = t->idx[i];
+        uint32_t ix = t->idx[i];
         if (ix == IX_EMPTY) {
             *pos = freepos >= 0 ? (uint64_t)freepos : i;
             return -1;
@@ -123,7 +125,7 @@ index_new(dtab *t, uint64_t ix)
         perturb >>= 5;
         i = (i * 5 + perturb + 1) & mask;
     }
-    t->idx[i] = ix;
+    t->idx[i] = (uint32_t)ix;
 }
 
 /* grow - publish a compacted table with room for at least one more entry. */
@@ -254,7 +256,7 @@ insert(const mp__cont *c, mp__chdr *hd, uint64_t hash, const mp_item *key, const
     e->key = *ks;
     e->val = *vs;
     unsigned w = 0;
-    mp__log_put(&hd->log, &w, off_of(c, &t->idx[pos]), n);
+    mp__log_put(&hd->log, &w, off_of(c, &t->idx[pos]) | MP__LOG_W32, n);
     mp__log_put(&hd->log, &w, off_of(c, &t->nent), n + 1);
     mp__log_put(&hd->log, &w, off_of(c, &t->used), t->used + 1);
     mp__log_commit(c->h, &hd->log, w);
@@ -377,7 +379,7 @@ unlink_entry(const mp__cont *c, mp__chdr *hd, dtab *t, uint64_t ix, uint64_t pos
 {
     dent *e = &ents(t)[ix];
     unsigned w = 0;
-    mp__log_put(&hd->log, &w, off_of(c, &t->idx[pos]), IX_DUMMY);
+    mp__log_put(&hd->log, &w, off_of(c, &t->idx[pos]) | MP__LOG_W32, IX_DUMMY);
     mp__log_put(&hd->log, &w, off_of(c, &e->key.tag), MP__SLOT_DELETED);
     mp__log_put(&hd->log, &w, off_of(c, &t->used), t->used - 1);
     if (ix + 1 == t->nent)
@@ -444,7 +446,7 @@ mp__shdict_popitem(mp__cont *c, mp_item *key, mp_item *value)
         /* Entries above ix were all removed: nent may drop to ix. */
         unsigned w = 0;
         uint64_t pos = pos_of(t, (uint64_t)ix);
-        mp__log_put(&hd->log, &w, off_of(c, &t->idx[pos]), IX_DUMMY);
+        mp__log_put(&hd->log, &w, off_of(c, &t->idx[pos]) | MP__LOG_W32, IX_DUMMY);
         mp__log_put(&hd->log, &w, off_of(c, &e[ix].key.tag), MP__SLOT_DELETED);
         mp__log_put(&hd->log, &w, off_of(c, &t->used), t->used - 1);
         mp__log_put(&hd->log, &w, off_of(c, &t->nent), (uint64_t)ix);

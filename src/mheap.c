@@ -255,7 +255,11 @@ static void
 log_apply(mp__heap *h, mp__log *lg, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
-        *(volatile uint64_t *)mp__at(h, lg->w[i].off) = lg->w[i].val;
+        uint64_t off = lg->w[i].off;
+        if (off & MP__LOG_W32)
+            *(volatile uint32_t *)mp__at(h, off & ~MP__LOG_W32) = (uint32_t)lg->w[i].val;
+        else
+            *(volatile uint64_t *)mp__at(h, off) = lg->w[i].val;
         if (i == 0)
             mp__fault("manager.log.applying");
     }

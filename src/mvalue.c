@@ -111,7 +111,7 @@ mp__item_check(const mp__heap *h, const mp_item *it)
         if (it->v.s.ptr == NULL && it->v.s.len > 0)
             return -EINVAL;
         if (it->v.s.len >= ((size_t)1 << 55))
-            return -E2BIG;
+            return -ENOMEM; /* more than any heap can hold */
         if (it->type == MP_ITEM_STR && !utf8_valid((const unsigned char *)it->v.s.ptr, it->v.s.len))
             return -EINVAL;
         return 0;
