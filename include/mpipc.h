@@ -613,25 +613,33 @@ typedef struct mp_item {
 static inline mp_item
 mp_item_none(void)
 {
-    mp_item it = {.type = MP_ITEM_NONE};
+    mp_item it;
+    it.type = MP_ITEM_NONE;
+    it.v.i = 0;
     return it;
 }
 static inline mp_item
 mp_item_bool(bool b)
 {
-    mp_item it = {.type = MP_ITEM_BOOL, .v.b = b};
+    mp_item it;
+    it.type = MP_ITEM_BOOL;
+    it.v.b = b;
     return it;
 }
 static inline mp_item
 mp_item_int(int64_t i)
 {
-    mp_item it = {.type = MP_ITEM_INT, .v.i = i};
+    mp_item it;
+    it.type = MP_ITEM_INT;
+    it.v.i = i;
     return it;
 }
 static inline mp_item
 mp_item_float(double f)
 {
-    mp_item it = {.type = MP_ITEM_FLOAT, .v.f = f};
+    mp_item it;
+    it.type = MP_ITEM_FLOAT;
+    it.v.f = f;
     return it;
 }
 /* mp_item_str - a NUL-terminated UTF-8 string (borrowed). */
@@ -639,25 +647,34 @@ MP_API mp_item mp_item_str(const char *s);
 static inline mp_item
 mp_item_bytes(const void *p, size_t len)
 {
-    mp_item it = {.type = MP_ITEM_BYTES, .v.s = {(const char *)p, len}};
+    mp_item it;
+    it.type = MP_ITEM_BYTES;
+    it.v.s.ptr = (const char *)p;
+    it.v.s.len = len;
     return it;
 }
 static inline mp_item
 mp_item_list(mp_list *l)
 {
-    mp_item it = {.type = MP_ITEM_LIST, .v.list = l};
+    mp_item it;
+    it.type = MP_ITEM_LIST;
+    it.v.list = l;
     return it;
 }
 static inline mp_item
 mp_item_dict(mp_dict *d)
 {
-    mp_item it = {.type = MP_ITEM_DICT, .v.dict = d};
+    mp_item it;
+    it.type = MP_ITEM_DICT;
+    it.v.dict = d;
     return it;
 }
 static inline mp_item
 mp_item_namespace(mp_namespace *ns)
 {
-    mp_item it = {.type = MP_ITEM_NAMESPACE, .v.ns = ns};
+    mp_item it;
+    it.type = MP_ITEM_NAMESPACE;
+    it.v.ns = ns;
     return it;
 }
 
