@@ -237,8 +237,7 @@ mp_manager_pid(const mp_manager *m)
     return m != NULL ? m->mgr_pid : -EINVAL;
 }
 
-/* ---- the shared-heap backend and the public calls ----------------------------------------------
- */
+/* ---- the shared-heap backend and the public calls -------------------------------------------- */
 
 const mp__backend mp__shm_backend = {
     .list_len = mp__shlist_len,

@@ -75,8 +75,7 @@ mp__heap_down(const mp__heap *h)
     return atomic_load_explicit(&mp__heap_hdr_of(h)->shutdown, memory_order_relaxed) != 0;
 }
 
-/* ---- stored items ------------------------------------------------------------------------------
- */
+/* ---- stored items ---------------------------------------------------------------------------- */
 
 /* A stored item: tag = type | len << 8. u holds the int, the double's bits, a str/bytes of up
  * to 8 bytes inline, the offset of a longer one's block, or a container's offset. */
@@ -140,8 +139,7 @@ void mp__repr_text(mp__buf *b, const char *s, size_t n, bool bytes);
 /* Finish a repr: hand the string to the caller. */
 ssize_t mp__buf_finish(mp__buf *b, char **out);
 
-/* ---- containers -------------------------------------------------------------------------------
- */
+/* ---- containers ------------------------------------------------------------------------------ */
 
 enum { MP__KIND_LIST = 1, MP__KIND_DICT = 2, MP__KIND_NS = 3 };
 
