@@ -137,7 +137,6 @@ grow(const mp__cont *c, mp__chdr *hd)
     uint64_t off = dict_body_new_(c->h, (size_t)(t->used + 1) * 2, &err);
     if (off == 0)
         return err;
-    t = tab_of(c, hd);
     dtab *nt = mp__at(c->h, off);
     dent *oe = ents(t), *ne = ents(nt);
     uint64_t n = 0;
@@ -247,7 +246,7 @@ insert(const mp__cont *c, mp__chdr *hd, uint64_t hash, const mp_item *key, const
         int err = grow(c, hd);
         if (err != 0)
             return err;
-        t = tab_of(c, hd);
+        t = tab_of(c, hd); /* the new table */
     }
     lookup(c->h, t, hash, key, &pos);
     uint64_t n = t->nent;
@@ -539,7 +538,6 @@ mp__shdict_copy(mp__cont *c, mp__cont **out)
     uint64_t body = dict_body_new_(c->h, (size_t)t->used, &err), off = 0;
     uint64_t n = 0;
     if (body != 0) {
-        t = tab_of(c, hd);
         dtab *nt = mp__at(c->h, body);
         dent *oe = ents(t), *ne = ents(nt);
         for (uint64_t k = 0; err == 0 && k < t->nent; k++) {

@@ -12,6 +12,8 @@
  *    list moves the same items for these operations, so the copy costs no more in order.
  * Blocks that an operation no longer needs (an old body, the text of a replaced item) are freed
  * after the publishing store; a crash in between leaks them, never frees anything still in use.
+ * Pointers into the heap stay valid across allocations: the heap grows in place inside each
+ * process's reserved range, it never moves.
  */
 #include "manager.h"
 
@@ -220,7 +222,6 @@ reserve(const mp__cont *c, mp__chdr *hd, size_t more, lbody **bp)
     uint64_t off = list_body_new_(c->h, cap, &err);
     if (off == 0)
         return err;
-    b = body_of(c, hd); /* the allocation may have moved nothing, but re-read after it */
     lbody *nb = mp__at(c->h, off);
     memcpy(nb->s, b->s, b->len * sizeof(mp__slot));
     nb->len = b->len;
@@ -266,8 +267,8 @@ mp__shlist_append(mp__cont *c, const mp_item *v)
 }
 
 /* rebuild - publish a new body made of: items [0, start) of the old one, `n` new slots, then
- * the old items from `resume` on. The slots in [start, resume) leave the list; they are
- * copied to `gone` (if not NULL) so the caller can release them. */
+ * the old items from `resume` on. The slots in [start, resume) leave the list; the caller
+ * releases what they own. */
 static int
 rebuild(const mp__cont *c, mp__chdr *hd, uint64_t start, const mp__slot *ins, size_t n,
         uint64_t resume)
@@ -278,7 +279,6 @@ rebuild(const mp__cont *c, mp__chdr *hd, uint64_t start, const mp__slot *ins, si
     uint64_t off = list_body_new_(c->h, len + len / 8, &err);
     if (off == 0)
         return err;
-    b = body_of(c, hd);
     lbody *nb = mp__at(c->h, off);
     memcpy(nb->s, b->s, start * sizeof(mp__slot));
     if (n > 0)
@@ -436,7 +436,6 @@ mp__shlist_del_slice(mp__cont *c, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t ste
     else
         off = list_body_new_(c->h, len - cnt, &err);
     if (off != 0) {
-        b = body_of(c, hd);
         for (size_t j = 0; j < cnt; j++) {
             ptrdiff_t k = start + (ptrdiff_t)j * step;
             del[k] = 1;
@@ -503,7 +502,6 @@ mp__shlist_reverse(mp__cont *c)
     lbody *b = body_of(c, hd);
     uint64_t off = list_body_new_(c->h, b->cap, &err);
     if (off != 0) {
-        b = body_of(c, hd);
         lbody *nb = mp__at(c->h, off);
         for (uint64_t k = 0; k < b->len; k++)
             nb->s[k] = b->s[b->len - 1 - k];
@@ -568,7 +566,6 @@ mp__shlist_sort(mp__cont *c, bool reverse)
             err = -ENOMEM;
     }
     if (off != 0) {
-        b = body_of(c, hd);
         lbody *nb = mp__at(c->h, off);
         memcpy(nb->s, b->s, b->len * sizeof(mp__slot));
         nb->len = b->len;
