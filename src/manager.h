@@ -34,11 +34,10 @@ typedef struct mp__heap_hdr {
 /* This process's view of a heap: one per process per manager, shared by every handle on it. */
 typedef struct mp__heap {
     _Atomic long refs;
-    char *base;               /* start of the reserved range */
-    size_t reserve;           /* its length */
-    _Atomic size_t mapped;    /* bytes mapped read/write from base */
-    pthread_mutex_t map_lock; /* serialises extending the mapping in this process */
-    mp_shm *shm;              /* the named segment (and its fd) */
+    char *base;            /* start of the reserved range */
+    size_t reserve;        /* its length */
+    _Atomic size_t mapped; /* bytes mapped read/write from base */
+    mp_shm *shm;           /* the named segment (and its fd) */
     int fd;
 } mp__heap;
 

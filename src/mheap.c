@@ -61,23 +61,22 @@ int
 mp__heap_sync(mp__heap *h)
 {
     size_t want = (size_t)atomic_load_explicit(&mp__heap_hdr_of(h)->size, memory_order_acquire);
-    if (MP__LIKELY(want <= atomic_load_explicit(&h->mapped, memory_order_acquire)))
+    size_t have = atomic_load_explicit(&h->mapped, memory_order_acquire);
+    if (MP__LIKELY(want <= have))
         return 0;
-    int r = 0;
-    pthread_mutex_lock(&h->map_lock);
-    size_t have = atomic_load_explicit(&h->mapped, memory_order_relaxed);
-    if (want > have) {
-        if (want > h->reserve)
-            mp__panic("manager heap: size %zu beyond its reserve %zu", want, h->reserve);
-        void *p = mmap(h->base + have, want - have, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-                       h->fd, (off_t)have);
-        if (p == MAP_FAILED)
-            r = -errno;
-        else
-            atomic_store_explicit(&h->mapped, want, memory_order_release);
-    }
-    pthread_mutex_unlock(&h->map_lock);
-    return r == -EAGAIN ? -ENOMEM : r;
+    if (want > h->reserve)
+        mp__panic("manager heap: size %zu beyond its reserve %zu", want, h->reserve);
+    /* No lock: threads that race here map the same file range at the same address, and
+     * replacing a mapping with an identical one is harmless to a thread using it. So a fork
+     * from one thread while another extends the mapping leaves nothing locked in the child. */
+    void *p = mmap(h->base + have, want - have, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                   h->fd, (off_t)have);
+    if (p == MAP_FAILED)
+        return errno == EAGAIN ? -ENOMEM : -errno;
+    while (have < want && !atomic_compare_exchange_weak_explicit(
+                              &h->mapped, &have, want, memory_order_release, memory_order_acquire))
+        ;
+    return 0;
 }
 
 int
@@ -110,8 +109,6 @@ mp__heap_create(mp__heap **out, const char *name, size_t reserve)
     if (r == 0 && mmap(h->base, INITIAL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, h->fd,
                        0) == MAP_FAILED)
         r = -errno;
-    if (r == 0)
-        r = pthread_mutex_init(&h->map_lock, NULL) == 0 ? 0 : -ENOMEM;
     mp__heap_hdr *hd = (mp__heap_hdr *)h->base;
     if (r == 0)
         r = mp__mutex_init(&hd->lock);
@@ -145,7 +142,6 @@ mp__heap_unref(mp__heap *h)
     if (h == NULL || atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1)
         return;
     munmap(h->base, h->reserve);
-    pthread_mutex_destroy(&h->map_lock);
     mp_shm_close(h->shm);
     mp__free(h);
 }
