@@ -274,7 +274,6 @@ test_dict_operations_match_python(void **state)
     mp_item lk = mp_item_list(l);
     assert_int_equal(mp_dict_set(d, &lk, &k1), MP_ETYPE);
     assert_int_equal(mp_dict_get(d, &lk, NULL, &it), MP_ETYPE);
-    mp_list_close(l);
 
     assert_int_equal(mp_dict_setdefault(d, &sk, &none, &it), 0);
     assert_true(it.type == MP_ITEM_INT && it.v.i == 1);
@@ -289,6 +288,10 @@ test_dict_operations_match_python(void **state)
 
     mp_item uk[] = {S("z"), kt, S("long key that is not inline")};
     mp_item uv[] = {I(26), S("one"), mp_item_float(0.25)};
+    mp_item bad_keys[] = {S("stored?"), lk};
+    assert_int_equal(mp_dict_update(d, bad_keys, uv, 2), MP_ETYPE);
+    assert_int_equal(mp_dict_contains(d, &bad_keys[0]), 0);
+    mp_list_close(l);
     assert_int_equal(mp_dict_update(d, uk, uv, 3), 0);
     assert_true(DICT_IS(
         d, "{1: 'one', 'key': 1, b'key': True, 'z': 26, 'long key that is not inline': 0.25}"));
@@ -983,6 +986,81 @@ test_owner_killed_leaves_no_segment_and_no_process(void **state)
     th_shared_free(g_rep, sizeof *g_rep);
 }
 
+/* Our children from /proc (orphans of a killed child are re-parented to the test runner, a
+ * subreaper), skipping `known`. */
+static pid_t
+find_child(pid_t known)
+{
+    DIR *d = opendir("/proc");
+    pid_t found = 0, self = getpid();
+    struct dirent *e;
+    while (d != NULL && found == 0 && (e = readdir(d)) != NULL) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        char path[64], buf[512];
+        if (pid <= 0 || pid == known)
+            continue;
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        char *rp = strrchr(buf, ')'), state;
+        int ppid;
+        if (rp != NULL && sscanf(rp + 1, " %c %d", &state, &ppid) == 2 && ppid == self)
+            found = pid;
+    }
+    if (d != NULL)
+        closedir(d);
+    return found;
+}
+
+static int
+child_open_and_die(void *arg)
+{
+    (void)arg;
+    mp_manager *m;
+    CHILD_CHECK(mp__fault_arm("manager.open.forked", 1, NULL, NULL) == 0);
+    mp_manager_open(&m, NULL);
+    return 3; /* the fault point did not fire */
+}
+
+static bool
+shm_has_prefix(const char *prefix)
+{
+    DIR *d = opendir("/dev/shm");
+    struct dirent *e;
+    bool found = false;
+    while (d != NULL && !found && (e = readdir(d)) != NULL)
+        found = strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    if (d != NULL)
+        closedir(d);
+    return found;
+}
+
+static void
+test_owner_killed_right_after_the_fork_leaves_nothing(void **state)
+{
+    (void)state;
+    if (!mp__fault_enabled())
+        skip();
+    pid_t pid = th_fork(child_open_and_die, NULL);
+    assert_true(pid > 0);
+    /* Generated names carry the creator's pid. */
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "mpsm_s_%d_", (int)pid);
+    int st = th_wait(pid, 30000);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    pid_t mgr_pid = 0;
+    for (int64_t end = th_now_ms() + 10000; th_now_ms() < end && mgr_pid == 0;)
+        mgr_pid = find_child(0);
+    assert_true(mgr_pid > 0);
+    st = th_wait(mgr_pid, 10000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_false(shm_has_prefix(prefix));
+}
+
 static void
 test_open_fails_cleanly_without_memory(void **state)
 {
@@ -1044,6 +1122,7 @@ main(void)
                                         teardown),
         cmocka_unit_test(test_shutdown_makes_operations_fail_and_leaves_nothing),
         cmocka_unit_test(test_owner_killed_leaves_no_segment_and_no_process),
+        cmocka_unit_test(test_owner_killed_right_after_the_fork_leaves_nothing),
         cmocka_unit_test_setup_teardown(test_open_fails_cleanly_without_memory, setup, teardown),
     };
     return th_run_tests(tests);
