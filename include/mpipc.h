@@ -570,8 +570,12 @@ MP_API void mp_shlist_close(mp_shlist *l);
  * Errors, as Python's exceptions: -ERANGE (IndexError), -ENOENT (KeyError, and the ValueError
  * of list.remove/index), MP_ETYPE (TypeError: an unhashable key, an unorderable sort), -EBADF
  * (the manager was shut down), -EINVAL (NULL arguments, an unknown item type, a str that is not
- * valid UTF-8, a container of another manager), -ENOMEM (heap full: its reserve is used up),
- * -ENOSPC (/dev/shm is full). A failed call changes nothing.
+ * valid UTF-8, a container of another manager), -ENOMEM (the heap's reserve is used up, or no
+ * memory for a copy handed to the caller), -ENOSPC (/dev/shm is full). A failed call changes
+ * nothing (mp_dict_update running out of heap is the one exception, see there).
+ *
+ * Reaching the heap: only processes forked (directly or not) from the owner after
+ * mp_manager_open(); attaching an unrelated process by the heap's name is not offered yet.
  * ============================================================================================ */
 
 typedef struct mp_manager mp_manager;
