@@ -816,16 +816,33 @@ child_hammer(void *arg)
         unsigned r = (unsigned)rand_r(&seed);
         snprintf(key, sizeof key, "hammered key number %u", r % 512);
         mp_item k = S(key), v = {.type = MP_ITEM_INT, .v.i = (int64_t)(r % 512)};
-        switch (r % 5) {
+        switch (r % 12) {
         case 0:
             mp_dict_del(g_dict, &k);
             break;
         case 1:
+        case 2:
             mp_list_append(g_list, &k);
             break;
-        case 2:
+        case 3:
             if (mp_list_len(g_list) > 64)
                 mp_list_pop(g_list, 0, NULL);
+            break;
+        case 4:
+            mp_list_insert(g_list, (ptrdiff_t)(r % 7), &k);
+            break;
+        case 5:
+            mp_list_set(g_list, -1, &k);
+            break;
+        case 6:
+            mp_list_sort(g_list, (r & 64) != 0);
+            break;
+        case 7:
+            if (mp_list_len(g_list) > 64)
+                mp_list_del_slice(g_list, 0, 32, 2);
+            break;
+        case 8:
+            mp_dict_popitem(g_dict, NULL, NULL);
             break;
         default:
             mp_dict_set(g_dict, &k, &v);
