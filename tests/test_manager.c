@@ -486,6 +486,10 @@ child_more_ops(void *arg)
     mp_dict_close(copy);
     CHILD_CHECK(mp_namespace_get(g_ns, "gone", &it) == 0 && it.v.i == 1);
     CHILD_CHECK(mp_namespace_del(g_ns, "gone") == 0);
+    mp_list *tmp;
+    CHILD_CHECK(mp_list_open(&tmp, mgr, ints, 4) == 0);
+    CHILD_CHECK(mp_list_clear(tmp) == 0 && mp_list_len(tmp) == 0);
+    mp_list_close(tmp);
     return 0;
 }
 
