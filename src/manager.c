@@ -156,7 +156,7 @@ fail:
     mp_shm_unlink(m->h->shm);
     mp__heap_unref(m->h);
     mp__free(m);
-    return r == -EAGAIN ? -EAGAIN : r;
+    return r;
 }
 
 /* Wait for the manager process to end, killing it after SHUTDOWN_WAIT_MS, and reap it. */
