@@ -95,5 +95,6 @@ void bench_suite_value(const bench_config *cfg);
 void bench_suite_queue(const bench_config *cfg);
 void bench_suite_listener(const bench_config *cfg);
 void bench_suite_objects(const bench_config *cfg);
+void bench_suite_manager(const bench_config *cfg);
 
 #endif

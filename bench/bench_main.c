@@ -21,6 +21,7 @@ static const struct {
     {"queue", bench_suite_queue},
     {"listener", bench_suite_listener},
     {"objects", bench_suite_objects},
+    {"manager", bench_suite_manager},
 };
 
 int

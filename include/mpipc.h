@@ -1026,6 +1026,338 @@ MP_API mp_shm *mp_shlist_shm(const mp_shlist *l);
  * Accepts NULL. Does not unlink. */
 MP_API void mp_shlist_close(mp_shlist *l);
 
+/* ============================================================================================
+ * Manager (Python's multiprocessing.Manager(): shared list, dict and Namespace)
+ *
+ * The containers live in a shared-memory heap, not behind a server: any process forked after
+ * mp_manager_open() operates on them directly, under each container's robust lock, with no
+ * round trip (Python's manager answers every call over a socket). mp_manager_open() also forks
+ * a small manager process, as Python's server process, that keeps the store's lifetime: when the
+ * owner shuts the manager down, or dies, it removes the heap's name from /dev/shm and exits.
+ *
+ * Items are copied in and out, as Python's proxies return copies: changing a string returned by
+ * mp_list_get() changes nothing in the list (Python's `d['k'].append(2)` pitfall). To share a
+ * mutable inner object, store a container in a container (an item of type MP_ITEM_LIST, _DICT or
+ * _NAMESPACE): what comes back is a new handle on the same shared container.
+ *
+ * Lifetime: containers live as long as their manager (they are not reference counted; closing a
+ * handle frees only the handle). After the manager has been shut down, or its owner has died,
+ * every operation returns -EBADF (Python's proxies raise BrokenPipeError/EOFError). Container
+ * handles keep this process's mapping of the heap alive, so they may be closed before or after
+ * the manager handle.
+ *
+ * Crossing fork(): a child inherits the manager handle and every container handle and may use
+ * them as the parent does (and open new containers); it closes its copies with the _close calls.
+ * Only the process that opened the manager shuts it down.
+ *
+ * Blocking: container operations wait only for the container's lock, which others hold for
+ * the length of one operation; there is no timeout parameter. Threads of one process may share
+ * handles.
+ *
+ * Crash behaviour: a process killed in the middle of any operation (including growth of the
+ * heap) leaves the container consistent: the next locker completes the interrupted change from
+ * a small redo record, or finds it not yet begun. Such a crash may leak a few blocks of the heap
+ * (never freed before the manager goes), never corrupts it.
+ *
+ * Errors, as Python's exceptions: -ERANGE (IndexError), -ENOENT (KeyError, and the ValueError
+ * of list.remove/index), MP_ETYPE (TypeError: an unhashable key, an unorderable sort), -EBADF
+ * (the manager was shut down), -EINVAL (NULL arguments, an unknown item type, a str that is not
+ * valid UTF-8, a container of another manager), -ENOMEM (the heap's reserve is used up, or no
+ * memory for a copy handed to the caller), -ENOSPC (/dev/shm is full). A failed call changes
+ * nothing (mp_dict_update running out of heap is the one exception, see there).
+ *
+ * Reaching the heap: only processes forked (directly or not) from the owner after
+ * mp_manager_open(); attaching an unrelated process by the heap's name is not offered yet.
+ * ============================================================================================ */
+
+typedef struct mp_manager mp_manager;
+typedef struct mp_list mp_list;
+typedef struct mp_dict mp_dict;
+typedef struct mp_namespace mp_namespace;
+
+typedef enum mp_item_type {
+    MP_ITEM_NONE = 0,  /* Python's None */
+    MP_ITEM_BOOL,      /* v.b */
+    MP_ITEM_INT,       /* v.i, int64 */
+    MP_ITEM_FLOAT,     /* v.f */
+    MP_ITEM_STR,       /* UTF-8 text v.s.ptr / v.s.len (on input need not be NUL-terminated) */
+    MP_ITEM_BYTES,     /* bytes v.s.ptr / v.s.len */
+    MP_ITEM_LIST,      /* v.list: a shared list of the same manager */
+    MP_ITEM_DICT,      /* v.dict */
+    MP_ITEM_NAMESPACE, /* v.ns */
+} mp_item_type;
+
+/* One item. On input the pointers are borrowed for the call. Items the library fills for the
+ * caller own what they point to (a str/bytes copy with a NUL appended, or a new container
+ * handle) and are released with mp_item_clear(); item arrays with mp_items_free(). */
+typedef struct mp_item {
+    mp_item_type type;
+    union {
+        bool b;
+        int64_t i;
+        double f;
+        struct {
+            const char *ptr;
+            size_t len;
+        } s;
+        mp_list *list;
+        mp_dict *dict;
+        mp_namespace *ns;
+    } v;
+} mp_item;
+
+static inline mp_item
+mp_item_none(void)
+{
+    mp_item it;
+    it.type = MP_ITEM_NONE;
+    it.v.i = 0;
+    return it;
+}
+static inline mp_item
+mp_item_bool(bool b)
+{
+    mp_item it;
+    it.type = MP_ITEM_BOOL;
+    it.v.b = b;
+    return it;
+}
+static inline mp_item
+mp_item_int(int64_t i)
+{
+    mp_item it;
+    it.type = MP_ITEM_INT;
+    it.v.i = i;
+    return it;
+}
+static inline mp_item
+mp_item_float(double f)
+{
+    mp_item it;
+    it.type = MP_ITEM_FLOAT;
+    it.v.f = f;
+    return it;
+}
+/* mp_item_str - a NUL-terminated UTF-8 string (borrowed). */
+MP_API mp_item mp_item_str(const char *s);
+static inline mp_item
+mp_item_bytes(const void *p, size_t len)
+{
+    mp_item it;
+    it.type = MP_ITEM_BYTES;
+    it.v.s.ptr = (const char *)p;
+    it.v.s.len = len;
+    return it;
+}
+static inline mp_item
+mp_item_list(mp_list *l)
+{
+    mp_item it;
+    it.type = MP_ITEM_LIST;
+    it.v.list = l;
+    return it;
+}
+static inline mp_item
+mp_item_dict(mp_dict *d)
+{
+    mp_item it;
+    it.type = MP_ITEM_DICT;
+    it.v.dict = d;
+    return it;
+}
+static inline mp_item
+mp_item_namespace(mp_namespace *ns)
+{
+    mp_item it;
+    it.type = MP_ITEM_NAMESPACE;
+    it.v.ns = ns;
+    return it;
+}
+
+/* mp_item_clear - release what an item filled by the library owns and make it None. Accepts
+ * NULL. Never call it on an item whose pointers the caller set. */
+MP_API void mp_item_clear(mp_item *it);
+
+/* mp_items_free - clear n items of an array the library allocated, then free the array. */
+MP_API void mp_items_free(mp_item *items, size_t n);
+
+/* mp_item_repr - Python's repr() of the item into a new NUL-terminated string (free it with
+ * mp_free): 'text' or "it's" with Python's escapes, b'\x00', 42, True, None, floats in the
+ * shortest form that reads back to the same double (0.1, 1e+16, inf, nan), containers with
+ * their contents ([1, 'a'], {'k': [2]}, Namespace(a=1)). Non-ASCII text is copied as UTF-8 as
+ * it is (Python escapes only its non-printable characters, so the two agree for printable text).
+ * A container met again inside itself prints as [...] / {...}. Returns the length, or -EINVAL,
+ * -ENOMEM, -EBADF. */
+MP_API ssize_t mp_item_repr(const mp_item *it, char **out);
+
+typedef struct mp_manager_opts {
+    /* The heap's name in /dev/shm (Python's rules, as mp_shm_opts.name), or NULL for a
+     * generated one that mp_shm_sweep() may remove once its creator and manager have died. */
+    const char *name;
+    /* The most the heap may grow to, in bytes (its reserved address range in every process).
+     * 0: 1 GiB. */
+    size_t max_size;
+} mp_manager_opts;
+
+/* mp_manager_open - create the shared heap and start the manager process (Python's
+ * Manager().start()). Does not wait for the manager process. `opts` may be NULL.
+ * Returns 0; -EINVAL, -EEXIST (the name is taken), -ENOSPC, -ENOMEM, -EMFILE, -EAGAIN (fork).
+ * On error nothing is left behind. */
+MP_API int mp_manager_open(mp_manager **out, const mp_manager_opts *opts);
+
+/* mp_manager_shutdown - Python's shutdown(): every container of this manager, in every
+ * process, answers -EBADF from now on; the manager process is stopped and reaped and the name
+ * removed. Only the process that opened the manager may do it: -EPERM elsewhere. Blocks until
+ * the manager process has gone (at most about a second: it is killed if it does not exit).
+ * Returns 0, -EPERM, -EINVAL; a second shutdown returns 0. */
+MP_API int mp_manager_shutdown(mp_manager *m);
+
+/* mp_manager_close - in the opening process shut the manager down first; then release this
+ * process's handle. Accepts NULL. */
+MP_API void mp_manager_close(mp_manager *m);
+
+/* mp_manager_name - the heap's name without the leading '/' ("" for NULL). */
+MP_API const char *mp_manager_name(const mp_manager *m);
+
+/* mp_manager_pid - the manager process's pid (Python's _process.pid), or -EINVAL for NULL. */
+MP_API pid_t mp_manager_pid(const mp_manager *m);
+
+/* ---- list (Python's manager.list()) ------------------------------------------------------ */
+
+/* mp_list_open - a new shared list holding copies of items[0..n) (Python's manager.list(seq)).
+ * Returns 0, -EINVAL, -EBADF, -ENOMEM, -ENOSPC. */
+MP_API int mp_list_open(mp_list **out, mp_manager *m, const mp_item *items, size_t n);
+
+/* mp_list_close - free this handle (NULL is fine); the list itself lives on. */
+MP_API void mp_list_close(mp_list *l);
+
+/* mp_list_len - len(l), or a negative error. */
+MP_API ssize_t mp_list_len(mp_list *l);
+
+/* mp_list_get / mp_list_set / mp_list_del - l[i], l[i] = v, del l[i]; negative indexes count
+ * from the end. -ERANGE when i is out of range. */
+MP_API int mp_list_get(mp_list *l, ptrdiff_t i, mp_item *out);
+MP_API int mp_list_set(mp_list *l, ptrdiff_t i, const mp_item *v);
+MP_API int mp_list_del(mp_list *l, ptrdiff_t i);
+
+/* Slice bounds: MP_SLICE_DEFAULT is Python's omitted bound (l[:3], l[::-1]). */
+#define MP_SLICE_DEFAULT PTRDIFF_MIN
+
+/* mp_list_slice - copies of l[start:stop:step] into a new array (*out, *n; free it with
+ * mp_items_free; *out may be NULL when *n is 0). Bounds are clamped as in Python.
+ * -EINVAL for step 0. */
+MP_API int mp_list_slice(mp_list *l, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t step,
+                         mp_item **out, size_t *n);
+
+/* mp_list_set_slice - l[start:stop] = items[0..n) (step 1; the list may grow or shrink). */
+MP_API int mp_list_set_slice(mp_list *l, ptrdiff_t start, ptrdiff_t stop, const mp_item *items,
+                             size_t n);
+
+/* mp_list_del_slice - del l[start:stop:step]. -EINVAL for step 0. */
+MP_API int mp_list_del_slice(mp_list *l, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t step);
+
+/* mp_list_append / mp_list_extend / mp_list_insert - as Python's. insert clamps i as Python
+ * does (never -ERANGE). extend is atomic: all of items or, on error, none. */
+MP_API int mp_list_append(mp_list *l, const mp_item *v);
+MP_API int mp_list_extend(mp_list *l, const mp_item *items, size_t n);
+MP_API int mp_list_insert(mp_list *l, ptrdiff_t i, const mp_item *v);
+
+/* mp_list_pop - remove l[i] (i = -1: the last) and move it to *out (may be NULL).
+ * -ERANGE when the list is empty or i is out of range. */
+MP_API int mp_list_pop(mp_list *l, ptrdiff_t i, mp_item *out);
+
+/* mp_list_remove - remove the first item equal to *v. mp_list_index - its index.
+ * mp_list_count - how many are equal. mp_list_contains - 1 or 0. Equality is Python's:
+ * int, float and bool by value (1 == 1.0 == True), str and bytes by content, None with None,
+ * containers by identity; a NaN equals a NaN (Python's identity rule for one object).
+ * remove and index return -ENOENT when there is none (Python's ValueError). */
+MP_API int mp_list_remove(mp_list *l, const mp_item *v);
+MP_API ssize_t mp_list_index(mp_list *l, const mp_item *v);
+MP_API ssize_t mp_list_count(mp_list *l, const mp_item *v);
+MP_API int mp_list_contains(mp_list *l, const mp_item *v);
+
+/* mp_list_reverse / mp_list_clear - as Python's. */
+MP_API int mp_list_reverse(mp_list *l);
+MP_API int mp_list_clear(mp_list *l);
+
+/* mp_list_sort - stable sort in Python's order (reverse as Python's reverse=True): numbers
+ * (int, float, bool) by value, str by code point, bytes bytewise. Items that Python cannot
+ * order against each other (a str and an int, None, containers) give MP_ETYPE and leave the
+ * list unchanged. */
+MP_API int mp_list_sort(mp_list *l, bool reverse);
+
+/* mp_list_repr - Python's repr(l) (see mp_item_repr). */
+MP_API ssize_t mp_list_repr(mp_list *l, char **out);
+
+/* ---- dict (Python's manager.dict()) ------------------------------------------------------ */
+
+/* Keys are None, bool, int, float, str or bytes (a container key is MP_ETYPE) with Python's
+ * equality and hashing: 1, 1.0 and True are one key. Order is insertion order, as Python's. */
+
+/* mp_dict_open - a new empty shared dict. Returns 0, -EINVAL, -EBADF, -ENOMEM, -ENOSPC. */
+MP_API int mp_dict_open(mp_dict **out, mp_manager *m);
+
+/* mp_dict_close - free this handle (NULL is fine); the dict lives on. */
+MP_API void mp_dict_close(mp_dict *d);
+
+/* mp_dict_len - len(d), or a negative error. */
+MP_API ssize_t mp_dict_len(mp_dict *d);
+
+/* mp_dict_get - a copy of d[key] into *out; when the key is missing, a copy of *def if def is
+ * not NULL (Python's d.get(key, def)) or -ENOENT (Python's d[key]). */
+MP_API int mp_dict_get(mp_dict *d, const mp_item *key, const mp_item *def, mp_item *out);
+
+/* mp_dict_set / mp_dict_del / mp_dict_contains - d[key] = v, del d[key] (-ENOENT), key in d
+ * (1 or 0). */
+MP_API int mp_dict_set(mp_dict *d, const mp_item *key, const mp_item *v);
+MP_API int mp_dict_del(mp_dict *d, const mp_item *key);
+MP_API int mp_dict_contains(mp_dict *d, const mp_item *key);
+
+/* mp_dict_keys / mp_dict_values / mp_dict_items - a consistent snapshot (taken under the
+ * dict's lock) in insertion order, as new arrays (free with mp_items_free; items gives two
+ * arrays of *n items each, either pointer may be NULL if not wanted). */
+MP_API int mp_dict_keys(mp_dict *d, mp_item **out, size_t *n);
+MP_API int mp_dict_values(mp_dict *d, mp_item **out, size_t *n);
+MP_API int mp_dict_items(mp_dict *d, mp_item **keys, mp_item **values, size_t *n);
+
+/* mp_dict_update - d[keys[i]] = values[i] for each i, in order, under one lock. Every pair is
+ * checked first, so a bad key or value stores nothing; only running out of heap while storing
+ * (-ENOMEM, -ENOSPC) can leave the first pairs stored. */
+MP_API int mp_dict_update(mp_dict *d, const mp_item *keys, const mp_item *values, size_t n);
+
+/* mp_dict_pop - remove key and move its value to *out (may be NULL); when missing, a copy of
+ * *def if given, else -ENOENT. mp_dict_popitem - remove the last inserted pair (Python's LIFO
+ * popitem), -ENOENT when empty. */
+MP_API int mp_dict_pop(mp_dict *d, const mp_item *key, const mp_item *def, mp_item *out);
+MP_API int mp_dict_popitem(mp_dict *d, mp_item *key, mp_item *value);
+
+/* mp_dict_setdefault - d.setdefault(key, def): store *def (NULL: None) if the key is missing;
+ * a copy of the value now under key goes to *out (may be NULL). */
+MP_API int mp_dict_setdefault(mp_dict *d, const mp_item *key, const mp_item *def, mp_item *out);
+
+/* mp_dict_clear - remove every item. */
+MP_API int mp_dict_clear(mp_dict *d);
+
+/* mp_dict_copy - a new shared dict of the same manager with the same items (shallow: nested
+ * containers are shared, as in Python's copy()). */
+MP_API int mp_dict_copy(mp_dict *d, mp_dict **out);
+
+/* mp_dict_repr - Python's repr(d): {'a': 1, 2: [3]}. */
+MP_API ssize_t mp_dict_repr(mp_dict *d, char **out);
+
+/* ---- Namespace (Python's manager.Namespace()) -------------------------------------------- */
+
+/* Attribute names are non-empty UTF-8 strings not starting with '_' (Python keeps those on the
+ * proxy, local to one process): -EINVAL otherwise. A missing attribute is -ENOENT (Python's
+ * AttributeError). */
+MP_API int mp_namespace_open(mp_namespace **out, mp_manager *m);
+MP_API void mp_namespace_close(mp_namespace *ns);
+MP_API int mp_namespace_get(mp_namespace *ns, const char *name, mp_item *out);
+MP_API int mp_namespace_set(mp_namespace *ns, const char *name, const mp_item *v);
+MP_API int mp_namespace_del(mp_namespace *ns, const char *name);
+/* mp_namespace_repr - Python's repr: Namespace(a=1, b='x'), the "name=value" parts sorted. */
+MP_API ssize_t mp_namespace_repr(mp_namespace *ns, char **out);
+
 #ifdef __cplusplus
 }
 #endif

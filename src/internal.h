@@ -111,6 +111,9 @@ void mp__seg_close(mp__seg *seg);
 /* mp__random_bytes - fill buf from getrandom(); 0 or -errno. */
 int mp__random_bytes(void *buf, size_t n);
 
+/* mp__shm_fd - the fd of a named segment (the manager's heap grows and maps it itself). */
+int mp__shm_fd(const mp_shm *s);
+
 /* ---- process ----------------------------------------------------------------------------------
  * mp__process_use_pidfd - false forces the pipe sentinel used where pidfd_open() is missing
  * (for tests); true returns to pidfds where the kernel has them. */

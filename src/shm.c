@@ -262,6 +262,12 @@ mp_shm_unlink(mp_shm *s)
     return shm_unlink(s->path) < 0 ? -errno : 0;
 }
 
+int
+mp__shm_fd(const mp_shm *s)
+{
+    return s->seg.fd;
+}
+
 void
 mp_shm_close(mp_shm *s)
 {
