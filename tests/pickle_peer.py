@@ -11,6 +11,8 @@ through _codecs.encode): the C side skips those.
 Then it reads lines "i proto hex" (mpipc's encoding of case i) from stdin until EOF, loads each
 with pickle.loads and compares it with CASES[i] strictly (types must match too). A last line
 "COUNT n" says how many lines came. Any difference goes to stderr with a non-zero exit.
+
+With "--corpus DIR" it writes the seed corpus of fuzz_pickle instead (tests/corpus/pickle).
 """
 import math
 import pickle
@@ -82,7 +84,28 @@ def same(a, b):
     return a == b
 
 
+def write_corpus(directory):
+    """Seeds for fuzz_pickle: the small cases at every protocol, and manager messages."""
+    import os
+    seeds = [obj for obj, _ in CASES]
+    seeds += [(None, 'create', ('list', [1, 'a']), {}), ('7f00aa', 'get', (), {'timeout': 0.5}),
+              ('#ERROR', KeyError('k')), ('#PROXY', (('__next__',), Token('Iterator', '/x', 'a1'))),
+              [[1, 2]] * 2, {'k': ('v',) * 4}]
+    os.makedirs(directory, exist_ok=True)
+    n = 0
+    for obj in seeds:
+        for proto in (2, 4, 5):
+            data = pickle.dumps(obj, proto)
+            if len(data) <= 512 and (proto == 4 or not isinstance(obj, (int, float, str))):
+                with open(os.path.join(directory, 'seed-%03d' % n), 'wb') as f:
+                    f.write(data)
+                n += 1
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == '--corpus':
+        write_corpus(sys.argv[2])
+        return
     out = sys.stdout
     for i, (obj, exact) in enumerate(CASES):
         for proto in (2, 3, 4, 5):
