@@ -535,6 +535,8 @@ load_one(dec *d, uint8_t op, bool *stop)
 int
 mp__pickle_loads(mp__pv **out, const void *buf, size_t len, const mp__unpickle_opts *opts)
 {
+    if (buf == NULL)
+        return -EPROTO;
     dec d = {.p = buf, .end = (const uint8_t *)buf + len, .proto = 2};
     if (opts != NULL) {
         d.lim = opts->limits;

@@ -500,6 +500,8 @@ test_pickle_refuses_globals_off_the_allow_list(void **state)
     /* REDUCE of something that is not a global, NEWOBJ_EX, EXT1, INST, OBJ: refused. */
     assert_int_equal(LOADS_ERR("\x80\x04N)R.", NULL), -EPROTO);
     assert_int_equal(LOADS_ERR("\x80\x04\x92.", NULL), -EPROTO);
+    mp__pv *out = NULL;
+    assert_int_equal(mp__pickle_loads(&out, NULL, 0, NULL), -EPROTO);
     assert_int_equal(LOADS_ERR("\x80\x02\x82\x01.", NULL), -EPROTO);
     assert_int_equal(LOADS_ERR("(ios\nsystem\n.", NULL), -EPROTO);
     assert_int_equal(LOADS_ERR("(o.", NULL), -EPROTO);
