@@ -57,22 +57,25 @@ typedef struct dec {
 } dec;
 
 static int
-grow(void **arr, size_t *cap, size_t need, size_t elem)
+grow(void *arrp, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return 0;
     size_t n = *cap < 16 ? 16 : *cap;
     while (n < need)
         n *= 2;
-    void *a = mp__realloc(*arr, n * elem);
+    /* arrp points at a pointer of some other type: copy it in and out rather than alias it. */
+    void *a;
+    memcpy(&a, arrp, sizeof a);
+    a = mp__realloc(a, n * elem);
     if (a == NULL)
         return -ENOMEM;
-    *arr = a;
+    memcpy(arrp, &a, sizeof a);
     *cap = n;
     return 0;
 }
 
-/* Bytes of input readable now; n bytes are taken with take(). */
+/* take - the next n input bytes, consumed; NULL when fewer remain. */
 static const uint8_t *
 take(dec *d, size_t n)
 {
@@ -105,7 +108,7 @@ push(dec *d, mp__pv *v, size_t payload)
 {
     if (v == NULL)
         return -ENOMEM;
-    if (grow((void **)&d->stack, &d->scap, d->sp + 1, sizeof *d->stack) < 0) {
+    if (grow(&d->stack, &d->scap, d->sp + 1, sizeof *d->stack) < 0) {
         mp__pv_free(v);
         return -ENOMEM;
     }
@@ -196,7 +199,7 @@ load_stack_global(dec *d)
         return -EPROTO;
     if (!allowed(d, module->u.s.data, name->u.s.data))
         return -EPERM;
-    if (grow((void **)&d->grave, &d->gcap, d->ngrave + 2, sizeof *d->grave) < 0)
+    if (grow(&d->grave, &d->gcap, d->ngrave + 2, sizeof *d->grave) < 0)
         return -ENOMEM;
     int r = room(d, 1, 0);
     mp__pv *g = r < 0 ? NULL : mp__pv_global(module->u.s.data, name->u.s.data);
@@ -226,7 +229,7 @@ load_tuple(dec *d, size_t n)
         return r;
     mp__pv *t = mp__pv_tuple(0);
     if (t == NULL ||
-        (n > 0 && grow((void **)&t->u.seq.items, &t->u.seq.cap, n, sizeof *t->u.seq.items) < 0)) {
+        (n > 0 && grow(&t->u.seq.items, &t->u.seq.cap, n, sizeof *t->u.seq.items) < 0)) {
         mp__pv_free(t);
         return -ENOMEM;
     }
@@ -255,7 +258,7 @@ load_into(dec *d, size_t from, bool dict)
     for (size_t k = from; r == 0 && k < d->sp; k++)
         r = depth_ok(d, d->stack[k]);
     if (r == 0)
-        r = grow((void **)&c->u.seq.items, &c->u.seq.cap, (dict ? 2 : 1) * c->u.seq.len + n,
+        r = grow(&c->u.seq.items, &c->u.seq.cap, (dict ? 2 : 1) * c->u.seq.len + n,
                  sizeof *c->u.seq.items);
     if (r < 0)
         return r;
@@ -286,7 +289,7 @@ load_memo_put(dec *d, uint64_t idx)
         return -E2BIG;
     if (idx >= d->memo_cap) {
         size_t old = d->memo_cap, cap = old;
-        if (grow((void **)&d->memo, &cap, (size_t)idx + 1, sizeof *d->memo) < 0)
+        if (grow(&d->memo, &cap, (size_t)idx + 1, sizeof *d->memo) < 0)
             return -ENOMEM;
         memset(d->memo + old, 0, (cap - old) * sizeof *d->memo);
         d->memo_cap = cap;
@@ -423,7 +426,7 @@ load_one(dec *d, uint8_t op, bool *stop)
     case MARK:
         if (d->nmarks >= d->lim.max_depth)
             return -E2BIG;
-        if (grow((void **)&d->marks, &d->mcap, d->nmarks + 1, sizeof *d->marks) < 0)
+        if (grow(&d->marks, &d->mcap, d->nmarks + 1, sizeof *d->marks) < 0)
             return -ENOMEM;
         d->marks[d->nmarks++] = d->sp;
         return 0;
