@@ -19,9 +19,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mp__unpickle_opts opts = {
         .allow = mp__pickle_manager_globals,
         .limits = {.max_depth = 100,
-                   .max_nodes = 1 << 16,
-                   .max_bytes = 1 << 22,
-                   .max_memo = 1 << 16},
+                   .max_nodes = 1 << 13,
+                   .max_bytes = 1 << 20,
+                   .max_memo = 1 << 13},
     };
     mp__pv *v = NULL;
     int r = mp__pickle_loads(&v, data, size, &opts);
