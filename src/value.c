@@ -513,10 +513,11 @@ slice_of(const obj *o, ptrdiff_t start, ptrdiff_t stop, size_t *first, size_t *n
 int
 mp_array_open(mp_array **out, char typecode, size_t length, const mp_value_opts *opts)
 {
+    if (out == NULL)
+        return -EINVAL;
     obj *o = NULL;
     int r = obj_open(&o, typecode, length, opts);
-    if (out != NULL)
-        *out = (mp_array *)o;
+    *out = (mp_array *)o;
     return r;
 }
 
