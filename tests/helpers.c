@@ -13,7 +13,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -285,9 +287,25 @@ th_leak_check(void **state)
     return leaks;
 }
 
+/* Give this test executable a /dev/shm of its own when it may (as root, in a new mount
+ * namespace): then the leak check sees only what this executable and its children created,
+ * never a segment of another program that happens to run at the same time. Without the
+ * privilege the host's /dev/shm is used as it is. Children, exec'd helpers and Python peers
+ * inherit the namespace, so they all see the same private /dev/shm. */
+static void
+private_dev_shm(void)
+{
+    if (getenv("MPIPC_TEST_HOST_SHM") != NULL || unshare(CLONE_NEWNS) != 0)
+        return;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("mpipc-test", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0)
+        fprintf(stderr, "[  NOTE    ] could not mount a private /dev/shm: %s\n", strerror(errno));
+}
+
 int
 th_run_group(const char *name, const struct CMUnitTest *tests, size_t n)
 {
+    private_dev_shm();
     th_leak_snapshot(NULL);
     int failed = _cmocka_run_group_tests(name, tests, n, NULL, NULL);
     int leaks = th_leak_check(NULL);
