@@ -114,7 +114,9 @@ void
 mp__names_shutdown(mp__heap *h)
 {
     uint64_t root = mp__heap_hdr_of(h)->root;
-    if (root == 0)
+    /* The manager process has mapped the heap only as far as it was at the fork: map the rest
+     * (one mmap, async-signal-safe in practice: glibc's wrapper is the bare system call). */
+    if (root == 0 || mp__heap_sync(h) != 0)
         return;
     /* Records are built before they are linked, and never unlinked or freed. */
     for (uint64_t off = atomic_load(&names_of(h)->objs); off != 0;) {
