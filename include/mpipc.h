@@ -1027,7 +1027,8 @@ MP_API mp_shm *mp_shlist_shm(const mp_shlist *l);
 MP_API void mp_shlist_close(mp_shlist *l);
 
 /* ============================================================================================
- * Manager (Python's multiprocessing.Manager(): shared list, dict and Namespace)
+ * Manager (Python's multiprocessing.Manager(): shared list, dict and Namespace, and the
+ * SyncManager's Value, Array, Queue and sync objects by name)
  *
  * The containers live in a shared-memory heap, not behind a server: any process forked after
  * mp_manager_open() operates on them directly, under each container's robust lock, with no

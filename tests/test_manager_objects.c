@@ -393,6 +393,96 @@ test_create_or_get_races_bind_one_object(void **state)
     mp_manager_close(m);
 }
 
+/* The owner of a manager, in a child: it waits to be killed. */
+static int
+owner_child(void *arg)
+{
+    const char *name = arg;
+    mp_manager *m;
+    mp_lock *l;
+    mp_event *ev;
+    CHILD_CHECK(mp_manager_open(&m, &(mp_manager_opts){.name = name}) == 0);
+    CHILD_CHECK(mp_manager_lock(&l, m, "l", NULL) == 0);
+    CHILD_CHECK(mp_manager_event(&ev, m, "never") == 0);
+    CHILD_CHECK(mp_manager_event(&ev, m, "up") == 0 && mp_event_set(ev) == 0);
+    CHILD_CHECK(mp_manager_event(&ev, m, "never") == 0);
+    mp_event_wait(ev, 60000);
+    return 1;
+}
+
+static void
+test_an_owner_killed_marks_the_objects_of_attached_processes_dead(void **state)
+{
+    (void)state;
+    char name[64];
+    snprintf(name, sizeof name, "mpipc-test-mobj-owner-%d", (int)getpid());
+    pid_t owner = th_fork(owner_child, name);
+    assert_true(owner > 0);
+    mp_manager *a;
+    mp_event *up;
+    mp_lock *l;
+    assert_int_equal(mp_manager_attach(&a, name, 20000), 0);
+    assert_int_equal(mp_manager_event(&up, a, "up"), 0);
+    assert_int_equal(mp_event_wait(up, 20000), 0);
+    assert_int_equal(mp_manager_lock(&l, a, "l", NULL), 0);
+    assert_int_equal(mp_lock_acquire(l, MP_NOWAIT), 0);
+    assert_int_equal(mp_lock_release(l), 0);
+    assert_int_equal(kill(owner, SIGKILL), 0);
+    int st = th_wait(owner, 20000);
+    assert_true(WIFSIGNALED(st));
+    /* The manager process, now our child (the test runner is a subreaper), notices the owner's
+     * death, marks the objects dead, removes the name and exits: normally, not by a fault. */
+    st = th_wait(mp_manager_pid(a), 20000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(mp_lock_acquire(l, MP_NOWAIT), -EBADF);
+    assert_int_equal(mp_event_set(up), -EBADF);
+    mp_lock *l2 = NULL;
+    assert_int_equal(mp_manager_lock(&l2, a, "l", NULL), -EBADF);
+    mp_manager *b = NULL;
+    assert_int_equal(mp_manager_attach(&b, name, MP_NOWAIT), -ENOENT);
+    mp_lock_close(l);
+    mp_event_close(up);
+    mp_manager_close(a);
+}
+
+static void
+test_values_and_arrays_keep_their_type_and_initial_contents(void **state)
+{
+    (void)state;
+    struct pt {
+        double x, y, z;
+    } p0 = {1, 2, 3}, p1;
+    const int16_t init[4] = {4, -3, 2, -1};
+    int16_t got[4];
+    mp_manager *m;
+    mp_value *v, *v2 = NULL;
+    mp_array *a, *a2;
+    assert_int_equal(mp_manager_open(&m, NULL), 0);
+    assert_int_equal(mp_manager_value(&v, m, "pt", 0, &(mp_value_opts){.size = sizeof p0,
+                                                                          .init = &p0}),
+                     0);
+    assert_int_equal(mp_manager_value(&v2, m, "pt", 0, &(mp_value_opts){.size = 8}), MP_ETYPE);
+    assert_int_equal(mp_manager_value(&v2, m, "pt", 0, &(mp_value_opts){.size = sizeof p0}), 0);
+    assert_int_equal(mp_value_get(v2, &p1, sizeof p1), 0);
+    assert_true(p1.x == 1 && p1.y == 2 && p1.z == 3);
+    assert_int_equal(mp_manager_array(&a, m, "h", 'h', 4,
+                                      &(mp_value_opts){.raw = true, .init = init}),
+                     0);
+    assert_int_equal(mp_manager_array(&a2, m, "h", 'h', 99, NULL), 0); /* the length is a's */
+    assert_int_equal(mp_array_len(a2), 4);
+    assert_null(mp_array_get_lock(a2));
+    assert_int_equal(mp_array_get_slice(a2, 0, 4, got, sizeof got), 4);
+    assert_memory_equal(got, init, sizeof got);
+    assert_int_equal(mp_array_fetch_add(a, 1, 10, NULL), 0);
+    assert_int_equal(mp_array_get(a2, 1, &got[1], sizeof got[1]), 0);
+    assert_int_equal(got[1], 7);
+    mp_value_close(v);
+    mp_value_close(v2);
+    mp_array_close(a);
+    mp_array_close(a2);
+    mp_manager_close(m);
+}
+
 int
 main(void)
 {
@@ -404,6 +494,8 @@ main(void)
         cmocka_unit_test(test_an_attached_process_killed_holding_a_lock_leaves_nothing),
         cmocka_unit_test(test_attach_waits_for_the_manager_and_cannot_shut_it_down),
         cmocka_unit_test(test_create_or_get_races_bind_one_object),
+        cmocka_unit_test(test_an_owner_killed_marks_the_objects_of_attached_processes_dead),
+        cmocka_unit_test(test_values_and_arrays_keep_their_type_and_initial_contents),
     };
     return th_run_tests(tests);
 }
