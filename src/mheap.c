@@ -139,6 +139,10 @@ mp__heap_publish(mp__heap *h, uint64_t root)
     __atomic_store_n(&hd->magic, MP__HEAP_MAGIC, __ATOMIC_RELEASE);
 }
 
+_Static_assert(offsetof(mp__heap_hdr, magic) == 0 && offsetof(mp__heap_hdr, reserve) == 8 &&
+                   offsetof(mp__heap_hdr, size) == 16,
+               "probe() reads the first three words of the heap header");
+
 /* probe - open the heap called path if it is ready: its fd and header words, 0; -ENOENT when
  * there is no such name or it is not (yet) a published heap; other errors of shm_open. */
 static int

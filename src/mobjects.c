@@ -198,6 +198,8 @@ bind(mp_manager *m, const char *name, const spec *sp, uint64_t *off)
             r = MP_ETYPE;
     } else if (r == -ENOENT) {
         *off = create(h, sp, &r);
+        /* Killed here, the object is built but unbound: it leaks, and the name stays free. */
+        mp__fault("manager.name.built");
         if (*off != 0) {
             v = mp_item_int((int64_t)(*off << 8 | sp->type));
             r = mp__shdict_set(&table, &key, &v, MP__SET_ALWAYS, NULL);

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "helpers.h"
 
+#include "internal.h"
 #include "manager_work.h"
 
 #include <errno.h>
@@ -483,6 +484,37 @@ test_values_and_arrays_keep_their_type_and_initial_contents(void **state)
     mp_manager_close(m);
 }
 
+static int
+die_binding(void *m)
+{
+    mp_lock *l;
+    CHILD_CHECK(mp__fault_arm("manager.name.built", 1, NULL, NULL) == 0);
+    mp_manager_lock(&l, m, "k", NULL);
+    return 3; /* the fault point did not fire */
+}
+
+static void
+test_a_process_killed_while_binding_leaves_the_name_free(void **state)
+{
+    (void)state;
+    if (!mp__fault_enabled())
+        skip();
+    mp_manager *m;
+    mp_lock *l;
+    assert_int_equal(mp_manager_open(&m, NULL), 0);
+    pid_t pid = th_fork(die_binding, m);
+    assert_true(pid > 0);
+    int st = th_wait(pid, 20000);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    /* It died holding the name table's lock, with the lock built and the name not bound. */
+    assert_int_equal(mp_manager_delete(m, "k"), -ENOENT);
+    assert_int_equal(mp_manager_lock(&l, m, "k", NULL), 0);
+    assert_int_equal(mp_lock_acquire(l, MP_NOWAIT), 0);
+    assert_int_equal(mp_lock_release(l), 0);
+    mp_lock_close(l);
+    mp_manager_close(m);
+}
+
 int
 main(void)
 {
@@ -496,6 +528,7 @@ main(void)
         cmocka_unit_test(test_create_or_get_races_bind_one_object),
         cmocka_unit_test(test_an_owner_killed_marks_the_objects_of_attached_processes_dead),
         cmocka_unit_test(test_values_and_arrays_keep_their_type_and_initial_contents),
+        cmocka_unit_test(test_a_process_killed_while_binding_leaves_the_name_free),
     };
     return th_run_tests(tests);
 }
