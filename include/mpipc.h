@@ -1241,7 +1241,9 @@ MP_API int mp_manager_open(mp_manager **out, const mp_manager_opts *opts);
 MP_API int mp_manager_shutdown(mp_manager *m);
 
 /* mp_manager_close - in the opening process shut the manager down first; then release this
- * process's handle. Accepts NULL. */
+ * process's handle (of an attached manager too). Accepts NULL. Handles of typed objects
+ * obtained through it (mp_manager_lock, _queue, _value...) must be closed before this
+ * process's last manager or container handle goes, which unmaps the heap. */
 MP_API void mp_manager_close(mp_manager *m);
 
 /* mp_manager_attach - attach this process to the manager whose mp_manager_name() is `name`

@@ -511,7 +511,10 @@ mp__queue_init_at(void *mem, const mp_queue_opts *opts)
 int
 mp__queue_wrap(mp_queue **out, void *mem, size_t capacity)
 {
-    if (out == NULL || mem == NULL || capacity < MIN_CAPACITY || (capacity & (capacity - 1)))
+    if (out == NULL)
+        return -EINVAL;
+    *out = NULL;
+    if (mem == NULL || capacity < MIN_CAPACITY || (capacity & (capacity - 1)))
         return -EINVAL;
     mp_queue *q = mp__calloc(1, sizeof *q);
     if (q == NULL)
