@@ -1085,9 +1085,9 @@ MP_API void mp_shlist_close(mp_shlist *l);
  *
  * Lifetime of managed objects: mp_manager_delete() unbinds a name; the object stays usable
  * through handles already open and its memory is reclaimed with the heap (so deleting is always
- * safe; a program that creates and deletes many objects grows the heap). Handles of typed
- * objects (not containers) point into this process's mapping of the heap: close them before
- * the last manager and container handle of the process. After shutdown (or the owner's death)
+ * safe; a program that creates and deletes many objects grows the heap). Like container
+ * handles, the handles of typed objects keep this process's mapping of the heap alive, so they
+ * may be closed before or after the manager handle. After shutdown (or the owner's death)
  * the mp_manager_ calls return -EBADF and the sync objects (and each Value/Array's own lock)
  * are marked dead, so their operations return -EBADF; a queue or a raw Value/Array has no such
  * mark and goes on working among the processes that still hold it. Waiters already asleep on
@@ -1241,9 +1241,8 @@ MP_API int mp_manager_open(mp_manager **out, const mp_manager_opts *opts);
 MP_API int mp_manager_shutdown(mp_manager *m);
 
 /* mp_manager_close - in the opening process shut the manager down first; then release this
- * process's handle (of an attached manager too). Accepts NULL. Handles of typed objects
- * obtained through it (mp_manager_lock, _queue, _value...) must be closed before this
- * process's last manager or container handle goes, which unmaps the heap. */
+ * process's handle (of an attached manager too). Accepts NULL. The heap stays mapped in this
+ * process until its last container or managed-object handle is closed too. */
 MP_API void mp_manager_close(mp_manager *m);
 
 /* mp_manager_attach - attach this process to the manager whose mp_manager_name() is `name`

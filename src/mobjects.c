@@ -276,6 +276,21 @@ mp_manager_namespace(mp_namespace **out, mp_manager *m, const char *name)
 
 /* ---- typed objects ---------------------------------------------------------------------------- */
 
+static void
+drop_heap(void *h)
+{
+    mp__heap_unref(h);
+}
+
+/* heap_pin - a reference on this process's mapping of the heap for a new handle, which its
+ * ordinary close drops: typed handles keep the mapping alive as container handles do. */
+static mp__pin
+heap_pin(mp_manager *m)
+{
+    mp__heap_ref(m->h);
+    return (mp__pin){drop_heap, m->h};
+}
+
 /* bind_obj - bind sp's object and return where it lives in this process, or NULL (*err). */
 static void *
 bind_obj(mp_manager *m, const char *name, spec *sp, mp__mobj **rec, int *err)
@@ -317,8 +332,11 @@ value_obj(mp_value **out, mp_manager *m, const char *name, uint32_t type, char t
     void *mem = bind_obj(m, name, &sp, &mo, &r);
     if (mem == NULL)
         return r;
-    return mp__value_wrap(out, mem, mo->tc, (size_t)mo->elem,
-                          type == T_VALUE ? 1 : (size_t)mo->n, mo->raw);
+    r = mp__value_wrap(out, mem, mo->tc, (size_t)mo->elem, type == T_VALUE ? 1 : (size_t)mo->n,
+                       mo->raw);
+    if (r == 0)
+        mp__value_pin(*out, heap_pin(m));
+    return r;
 }
 
 int
@@ -358,7 +376,11 @@ mp_manager_queue(mp_queue **out, mp_manager *m, const char *name, const mp_queue
     sp.rec.n = cap;
     mp__mobj *mo;
     void *mem = bind_obj(m, name, &sp, &mo, &r);
-    return mem != NULL ? mp__queue_wrap(out, mem, (size_t)mo->n) : r;
+    if (mem != NULL)
+        r = mp__queue_wrap(out, mem, (size_t)mo->n);
+    if (r == 0)
+        mp__queue_pin(*out, heap_pin(m));
+    return r;
 }
 
 static int
@@ -379,7 +401,11 @@ mp_manager_lock(mp_lock **out, mp_manager *m, const char *name, const mp_lock_op
     mp__mobj *mo;
     int r;
     void *mem = bind_obj(m, name, &sp, &mo, &r);
-    return mem != NULL ? mp__lock_wrap(out, mem) : r;
+    if (mem != NULL)
+        r = mp__lock_wrap(out, mem);
+    if (r == 0)
+        mp__lock_pin(*out, heap_pin(m));
+    return r;
 }
 
 static int
@@ -402,7 +428,11 @@ mp_manager_semaphore(mp_semaphore **out, mp_manager *m, const char *name, unsign
     mp__mobj *mo;
     int r;
     void *mem = bind_obj(m, name, &sp, &mo, &r);
-    return mem != NULL ? mp__semaphore_wrap(out, mem) : r;
+    if (mem != NULL)
+        r = mp__semaphore_wrap(out, mem);
+    if (r == 0)
+        mp__semaphore_pin(*out, heap_pin(m));
+    return r;
 }
 
 static int
@@ -423,7 +453,11 @@ mp_manager_condition(mp_condition **out, mp_manager *m, const char *name,
     mp__mobj *mo;
     int r;
     void *mem = bind_obj(m, name, &sp, &mo, &r);
-    return mem != NULL ? mp__condition_wrap(out, mem, opts != NULL ? opts->lock : NULL) : r;
+    if (mem != NULL)
+        r = mp__condition_wrap(out, mem, opts != NULL ? opts->lock : NULL);
+    if (r == 0)
+        mp__condition_pin(*out, heap_pin(m));
+    return r;
 }
 
 static int
@@ -443,7 +477,11 @@ mp_manager_event(mp_event **out, mp_manager *m, const char *name)
     mp__mobj *mo;
     int r;
     void *mem = bind_obj(m, name, &sp, &mo, &r);
-    return mem != NULL ? mp__event_wrap(out, mem) : r;
+    if (mem != NULL)
+        r = mp__event_wrap(out, mem);
+    if (r == 0)
+        mp__event_pin(*out, heap_pin(m));
+    return r;
 }
 
 static int
@@ -465,5 +503,9 @@ mp_manager_barrier(mp_barrier **out, mp_manager *m, const char *name, unsigned p
     mp__mobj *mo;
     int r;
     void *mem = bind_obj(m, name, &sp, &mo, &r);
-    return mem != NULL ? mp__barrier_wrap(out, mem, opts) : r;
+    if (mem != NULL)
+        r = mp__barrier_wrap(out, mem, opts);
+    if (r == 0)
+        mp__barrier_pin(*out, heap_pin(m));
+    return r;
 }

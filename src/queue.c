@@ -388,7 +388,9 @@ mp_queue_close(mp_queue *q)
     if (q == NULL)
         return;
     mp__seg_close(&q->seg);
+    mp__pin pin = q->pin;
     mp__free(q);
+    mp__pin_drop(pin);
 }
 
 int
@@ -529,4 +531,10 @@ mp__queue_wrap(mp_queue **out, void *mem, size_t capacity)
     atomic_init(&q->spin_put, 256);
     *out = q;
     return 0;
+}
+
+void
+mp__queue_pin(mp_queue *q, mp__pin pin)
+{
+    q->pin = pin;
 }

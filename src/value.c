@@ -38,6 +38,7 @@ struct mp_value {
     mp_lock *own;  /* this handle's wrap of the object's own lock, or NULL */
     void *block;   /* the arena block, freed by the opening process only */
     size_t block_size;
+    mp__pin pin; /* dropped by the close of an in-place handle */
 };
 
 /* An array handle is a value handle with another name, so that the public types stay distinct. */
@@ -185,6 +186,12 @@ obj_open(obj **out, char tc, size_t len, const mp_value_opts *opts)
     return r;
 }
 
+void
+mp__value_pin(mp_value *v, mp__pin pin)
+{
+    v->pin = pin;
+}
+
 /* ---- in place (the manager's heap) ----------------------------------------------------------- */
 
 int
@@ -235,7 +242,9 @@ obj_close(obj *o)
         mp__sync_free(o->block, o->block_size);
     else
         mp__arena_free(o->block, o->block_size);
+    mp__pin pin = o->pin;
     mp__free(o);
+    mp__pin_drop(pin);
 }
 
 /* ---- element access -----------------------------------------------------------------------------

@@ -205,7 +205,31 @@ test_one_name_one_object_and_delete_unbinds(void **state)
     assert_null(b);
     mp_semaphore_close(a);
     mp_event_close(ev);
+
+    /* A process may attach to its own manager; handles outlive the manager handle they came
+     * from (they keep the mapping). */
+    mp_manager *self;
+    mp_event *ev2;
+    mp_queue *q;
+    assert_int_equal(mp_manager_attach(&self, mp_manager_name(m), MP_NOWAIT), 0);
+    assert_int_equal(mp_manager_event(&ev2, self, "x"), 0);
+    assert_int_equal(mp_manager_queue(&q, self, "q", &(mp_queue_opts){.capacity = 64}), 0);
+    mp_manager_close(self);
+    assert_int_equal(mp_event_set(ev2), 0);
+    assert_int_equal(mp_queue_put(q, "abc", 3, MP_NOWAIT), 0);
+    assert_int_equal(mp_manager_event(&ev, m, "x"), 0);
+    assert_int_equal(mp_event_is_set(ev), 1);
+    mp_event_close(ev);
     mp_manager_close(m);
+    /* After the shutdown: the event is dead, the queue (no generation) still holds its message
+     * for whoever holds it; both are still mapped. */
+    assert_int_equal(mp_event_set(ev2), -EBADF);
+    size_t len;
+    char buf[8];
+    assert_int_equal(mp_queue_get(q, buf, sizeof buf, &len, MP_NOWAIT), 0);
+    assert_int_equal(len, 3);
+    mp_event_close(ev2);
+    mp_queue_close(q);
 }
 
 static void
