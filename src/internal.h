@@ -151,7 +151,7 @@ size_t mp__conn_header(size_t len, uint8_t *hdr);
  * -ENOMEM (fd then stays the caller's). */
 int mp__conn_wrap(mp_conn **out, int fd, bool inet);
 
-/* ---- pins: handles on objects in another module's region ------------------------------------------
+/* ---- pins: handles on objects in another module's region ----------------------------------------
  * A handle made for an object built in place (mp__<type>_wrap) may hold a reference on the
  * region the object lives in, so that the region (the manager's heap mapping) outlives every
  * handle on it: the handle's _close calls drop(arg) after freeing the handle. {NULL, NULL}, the

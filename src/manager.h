@@ -285,7 +285,7 @@ int mp__shdict_update(mp__cont *c, const mp_item *keys, const mp_item *values, s
 int mp__shdict_copy(mp__cont *c, mp__cont **out);
 int mp__shdict_clear(mp__cont *c);
 
-/* ---- the manager and its name table ------------------------------------------------------------ */
+/* ---- the manager and its name table ---------------------------------------------------------- */
 
 struct mp_manager {
     const mp__backend *be;

@@ -72,8 +72,8 @@ names_of(mp__heap *h)
 static mp__cont
 table_of(mp__heap *h)
 {
-    return (mp__cont){.be = &mp__shm_backend, .h = h, .off = names_of(h)->dict,
-                      .kind = MP__KIND_DICT};
+    return (mp__cont){
+        .be = &mp__shm_backend, .h = h, .off = names_of(h)->dict, .kind = MP__KIND_DICT};
 }
 
 int
@@ -274,7 +274,8 @@ mp_manager_namespace(mp_namespace **out, mp_manager *m, const char *name)
     return bind_cont(m, name, T_NS, (mp__cont **)out);
 }
 
-/* ---- typed objects ---------------------------------------------------------------------------- */
+/* ---- typed objects ----------------------------------------------------------------------------
+ */
 
 static void
 drop_heap(void *h)
@@ -498,8 +499,8 @@ mp_manager_barrier(mp_barrier **out, mp_manager *m, const char *name, unsigned p
         (opts != NULL && opts->timeout_ms < 0))
         return -EINVAL;
     *out = NULL;
-    spec sp = {.type = T_BARRIER, .size = MP__BARRIER_SIZE, .build = build_barrier,
-               .count = parties};
+    spec sp = {
+        .type = T_BARRIER, .size = MP__BARRIER_SIZE, .build = build_barrier, .count = parties};
     mp__mobj *mo;
     int r;
     void *mem = bind_obj(m, name, &sp, &mo, &r);

@@ -78,10 +78,10 @@ type_of(char tc, enum kind *kind)
 
 /* Where an object's parts go in its block. */
 struct layout {
-    size_t elem;       /* element size */
+    size_t elem; /* element size */
     enum kind kind;
-    bool own_lock;     /* the block starts with the object's own recursive lock */
-    size_t off;        /* data offset in the block */
+    bool own_lock; /* the block starts with the object's own recursive lock */
+    size_t off;    /* data offset in the block */
     size_t block_size;
 };
 

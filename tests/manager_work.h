@@ -11,13 +11,13 @@
 #include <stdio.h>
 
 /* Fail the worker: print where and return 1 (the process's exit status). */
-#define MW_CHECK(expr)                                                                            \
-    do {                                                                                          \
-        if (!(expr)) {                                                                            \
-            fprintf(stderr, "%s:%d: worker check failed: %s\n", __FILE__, __LINE__, #expr);     \
-            fflush(stderr);                                                                       \
-            return 1;                                                                             \
-        }                                                                                         \
+#define MW_CHECK(expr)                                                                             \
+    do {                                                                                           \
+        if (!(expr)) {                                                                             \
+            fprintf(stderr, "%s:%d: worker check failed: %s\n", __FILE__, __LINE__, #expr);        \
+            fflush(stderr);                                                                        \
+            return 1;                                                                              \
+        }                                                                                          \
     } while (0)
 
 #define MW_MESSAGES 100   /* each worker puts this many messages on "q" */

@@ -483,16 +483,14 @@ test_values_and_arrays_keep_their_type_and_initial_contents(void **state)
     mp_value *v, *v2 = NULL;
     mp_array *a, *a2;
     assert_int_equal(mp_manager_open(&m, NULL), 0);
-    assert_int_equal(mp_manager_value(&v, m, "pt", 0, &(mp_value_opts){.size = sizeof p0,
-                                                                          .init = &p0}),
-                     0);
+    assert_int_equal(
+        mp_manager_value(&v, m, "pt", 0, &(mp_value_opts){.size = sizeof p0, .init = &p0}), 0);
     assert_int_equal(mp_manager_value(&v2, m, "pt", 0, &(mp_value_opts){.size = 8}), MP_ETYPE);
     assert_int_equal(mp_manager_value(&v2, m, "pt", 0, &(mp_value_opts){.size = sizeof p0}), 0);
     assert_int_equal(mp_value_get(v2, &p1, sizeof p1), 0);
     assert_true(p1.x == 1 && p1.y == 2 && p1.z == 3);
-    assert_int_equal(mp_manager_array(&a, m, "h", 'h', 4,
-                                      &(mp_value_opts){.raw = true, .init = init}),
-                     0);
+    assert_int_equal(
+        mp_manager_array(&a, m, "h", 'h', 4, &(mp_value_opts){.raw = true, .init = init}), 0);
     assert_int_equal(mp_manager_array(&a2, m, "h", 'h', 99, NULL), 0); /* the length is a's */
     assert_int_equal(mp_array_len(a2), 4);
     assert_null(mp_array_get_lock(a2));
