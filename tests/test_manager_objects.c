@@ -537,6 +537,52 @@ test_a_process_killed_while_binding_leaves_the_name_free(void **state)
     mp_manager_close(m);
 }
 
+/* A condition over a managed lock: each process gives its own handle on the lock. */
+static int
+cond_child(void *m)
+{
+    mp_lock *l;
+    mp_condition *c;
+    mp_value *flag;
+    CHILD_CHECK(mp_manager_lock(&l, m, "cl", NULL) == 0);
+    CHILD_CHECK(mp_manager_condition(&c, m, "cv", &(mp_condition_opts){.lock = l}) == 0);
+    CHILD_CHECK(mp_manager_value(&flag, m, "cflag", 'q', &(mp_value_opts){.raw = true}) == 0);
+    CHILD_CHECK(mp_lock_acquire(l, 20000) == 0);
+    CHILD_CHECK(mp_condition_wait_for(c, flag_is_set, flag, 20000) == 0);
+    /* The condition's lock is the managed lock: it is held again on return. */
+    CHILD_CHECK(mp_lock_release(l) == 0);
+    mp_condition_close(c);
+    mp_lock_close(l);
+    mp_value_close(flag);
+    return 0;
+}
+
+static void
+test_a_condition_over_a_managed_lock(void **state)
+{
+    (void)state;
+    mp_manager *m;
+    mp_lock *l;
+    mp_condition *c;
+    mp_value *flag;
+    assert_int_equal(mp_manager_open(&m, NULL), 0);
+    assert_int_equal(mp_manager_lock(&l, m, "cl", NULL), 0);
+    assert_int_equal(mp_manager_condition(&c, m, "cv", &(mp_condition_opts){.lock = l}), 0);
+    assert_int_equal(mp_manager_value(&flag, m, "cflag", 'q', &(mp_value_opts){.raw = true}), 0);
+    pid_t pid = th_fork(cond_child, m);
+    assert_true(pid > 0);
+    int64_t one = 1;
+    assert_int_equal(mp_lock_acquire(l, 20000), 0);
+    assert_int_equal(mp_value_set(flag, &one, sizeof one), 0);
+    assert_int_equal(mp_condition_notify_all(c), 0);
+    assert_int_equal(mp_lock_release(l), 0);
+    assert_child_ok(pid);
+    mp_condition_close(c);
+    mp_lock_close(l);
+    mp_value_close(flag);
+    mp_manager_close(m);
+}
+
 int
 main(void)
 {
@@ -551,6 +597,7 @@ main(void)
         cmocka_unit_test(test_an_owner_killed_marks_the_objects_of_attached_processes_dead),
         cmocka_unit_test(test_values_and_arrays_keep_their_type_and_initial_contents),
         cmocka_unit_test(test_a_process_killed_while_binding_leaves_the_name_free),
+        cmocka_unit_test(test_a_condition_over_a_managed_lock),
     };
     return th_run_tests(tests);
 }
