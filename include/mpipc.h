@@ -1049,7 +1049,8 @@ MP_API void mp_shlist_close(mp_shlist *l);
  *
  * Crossing fork(): a child inherits the manager handle and every container handle and may use
  * them as the parent does (and open new containers); it closes its copies with the _close calls.
- * Only the process that opened the manager shuts it down.
+ * Only the process that opened the manager shuts it down. A program started with exec inherits
+ * nothing (every fd is O_CLOEXEC): it attaches by the manager's name instead.
  *
  * Blocking: container operations wait only for the container's lock, which others hold for
  * the length of one operation; there is no timeout parameter. Threads of one process may share
@@ -1083,15 +1084,16 @@ MP_API void mp_shlist_close(mp_shlist *l);
  * and a condition's lock are given to the handle in each process, never stored in the heap.
  * Names are non-empty UTF-8 strings, one namespace per manager for all types.
  *
- * Lifetime of managed objects: mp_manager_delete() unbinds a name; the object stays usable
- * through handles already open and its memory is reclaimed with the heap (so deleting is always
- * safe; a program that creates and deletes many objects grows the heap). Like container
- * handles, the handles of typed objects keep this process's mapping of the heap alive, so they
- * may be closed before or after the manager handle. After shutdown (or the owner's death)
- * the mp_manager_ calls return -EBADF and the sync objects (and each Value/Array's own lock)
- * are marked dead, so their operations return -EBADF; a queue or a raw Value/Array has no such
- * mark and goes on working among the processes that still hold it. Waiters already asleep on
- * a sync object return at their timeout or when woken.
+ * Lifetime of managed objects: closing a handle, in any process (the creator's too), frees only
+ * the handle, unlike the sync and value sections' own _open objects. mp_manager_delete() unbinds
+ * a name; the object stays usable through handles already open and its memory is reclaimed
+ * with the heap (so deleting is always safe; a program that creates and deletes many objects
+ * grows the heap). Like container handles, the handles of typed objects keep this process's
+ * mapping of the heap alive, so they may be closed before or after the manager handle. After
+ * shutdown (or the owner's death) the mp_manager_ calls return -EBADF and the sync objects (and
+ * each Value/Array's own lock) are marked dead, so their operations return -EBADF; a queue or a
+ * raw Value/Array has no such mark and goes on working among the processes that still hold it.
+ * Waiters already asleep on a sync object return at their timeout or when woken.
  *
  * Attached processes: a process that attached holds one fd and one mapping of the heap, nothing
  * else; it may die at any point without leaving anything behind (no name, no process), and with
