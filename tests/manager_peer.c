@@ -22,6 +22,8 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[2], "every") == 0)
         r = mw_every_type(m, 2);
+    else if (strcmp(argv[2], "hammer") == 0)
+        r = mw_hammer(m);
     else if (strcmp(argv[2], "hold") == 0)
         r = mw_hold(m);
     else if (strcmp(argv[2], "attach") == 0)

@@ -162,3 +162,22 @@ mw_hold(mp_manager *m)
     MW_CHECK(mp_event_wait(never, 60000) == 0);
     return 1;
 }
+
+int
+mw_hammer(mp_manager *m)
+{
+    mp_lock *l;
+    mp_queue *q;
+    mp_value *c;
+    MW_CHECK(mp_manager_lock(&l, m, "hl", NULL) == 0);
+    MW_CHECK(mp_manager_queue(&q, m, "hq", &(mp_queue_opts){.capacity = 4096}) == 0);
+    MW_CHECK(mp_manager_value(&c, m, "hc", 'q', &(mp_value_opts){.raw = true}) == 0);
+    for (int i = 0;; i++) {
+        char msg[16];
+        int n = snprintf(msg, sizeof msg, "%d", i);
+        MW_CHECK(mp_lock_acquire(l, MP_FOREVER) >= 0);
+        MW_CHECK(mp_value_fetch_add(c, 1, NULL) == 0);
+        MW_CHECK(mp_lock_release(l) == 0);
+        MW_CHECK(mp_queue_put(q, msg, (size_t)n, MP_FOREVER) == 0);
+    }
+}

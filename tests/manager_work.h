@@ -32,6 +32,10 @@ int mw_every_type(mp_manager *m, int who);
  * (so the owner can kill the process while it holds the lock and waits). */
 int mw_hold(mp_manager *m);
 
+/* mw_hammer - forever: take the lock "hl", add one to the raw Value "hc", release, put the
+ * message "<i>" (i = 0, 1, ...) on the queue "hq". Returns only on an error (then 1). */
+int mw_hammer(mp_manager *m);
+
 /* mw_barrier_action - the barrier action every process gives its own handle: adds one to the
  * raw 'q' Value it is passed. */
 int mw_barrier_action(void *value);

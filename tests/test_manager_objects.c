@@ -418,6 +418,51 @@ test_create_or_get_races_bind_one_object(void **state)
     mp_manager_close(m);
 }
 
+/* An attached peer SIGKILLed at arbitrary moments while it takes a lock and feeds a queue: the
+ * owner always finds the lock usable and the queue holding whole, consecutive messages. */
+static void
+test_attached_peers_killed_at_random_moments(void **state)
+{
+    (void)state;
+    mp_manager *m;
+    mp_lock *l;
+    mp_queue *q;
+    assert_int_equal(mp_manager_open(&m, NULL), 0);
+    assert_int_equal(mp_manager_lock(&l, m, "hl", NULL), 0);
+    assert_int_equal(mp_manager_queue(&q, m, "hq", &(mp_queue_opts){.capacity = 4096}), 0);
+    unsigned seed = 12345;
+    for (int round = 0; round < 8; round++) {
+        pid_t peer = spawn_peer(m, "hammer");
+        assert_true(peer > 0);
+        /* Let it run for a random number of messages, then kill it wherever it is. */
+        int take = (int)(rand_r(&seed) % 300) + 1, got = 0;
+        char msg[16];
+        size_t len;
+        for (; got < take; got++) {
+            assert_int_equal(mp_queue_get(q, msg, sizeof msg - 1, &len, 20000), 0);
+            msg[len] = '\0';
+            assert_int_equal(atoi(msg), got);
+        }
+        assert_int_equal(kill(peer, SIGKILL), 0);
+        int st = th_wait(peer, 20000);
+        assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        /* Whatever it had put is whole and in order; nothing half-written is visible. */
+        while (mp_queue_get(q, msg, sizeof msg - 1, &len, MP_NOWAIT) == 0) {
+            msg[len] = '\0';
+            assert_int_equal(atoi(msg), got++);
+        }
+        int r = mp_lock_acquire(l, 5000);
+        assert_true(r == 0 || r == MP_OWNERDEAD);
+        assert_int_equal(mp_lock_release(l), 0);
+        assert_int_equal(mp_queue_put(q, "x", 1, MP_NOWAIT), 0);
+        assert_int_equal(mp_queue_get(q, msg, sizeof msg, &len, MP_NOWAIT), 0);
+        assert_true(len == 1 && msg[0] == 'x');
+    }
+    mp_lock_close(l);
+    mp_queue_close(q);
+    mp_manager_close(m);
+}
+
 /* The owner of a manager, in a child: it waits to be killed. */
 static int
 owner_child(void *arg)
@@ -598,6 +643,7 @@ main(void)
         cmocka_unit_test(test_values_and_arrays_keep_their_type_and_initial_contents),
         cmocka_unit_test(test_a_process_killed_while_binding_leaves_the_name_free),
         cmocka_unit_test(test_a_condition_over_a_managed_lock),
+        cmocka_unit_test(test_attached_peers_killed_at_random_moments),
     };
     return th_run_tests(tests);
 }
