@@ -1027,7 +1027,8 @@ MP_API mp_shm *mp_shlist_shm(const mp_shlist *l);
 MP_API void mp_shlist_close(mp_shlist *l);
 
 /* ============================================================================================
- * Manager (Python's multiprocessing.Manager(): shared list, dict and Namespace)
+ * Manager (Python's multiprocessing.Manager(): shared list, dict and Namespace, and the
+ * SyncManager's Value, Array, Queue and sync objects by name)
  *
  * The containers live in a shared-memory heap, not behind a server: any process forked after
  * mp_manager_open() operates on them directly, under each container's robust lock, with no
@@ -1048,7 +1049,8 @@ MP_API void mp_shlist_close(mp_shlist *l);
  *
  * Crossing fork(): a child inherits the manager handle and every container handle and may use
  * them as the parent does (and open new containers); it closes its copies with the _close calls.
- * Only the process that opened the manager shuts it down.
+ * Only the process that opened the manager shuts it down. A program started with exec inherits
+ * nothing (every fd is O_CLOEXEC): it attaches by the manager's name instead.
  *
  * Blocking: container operations wait only for the container's lock, which others hold for
  * the length of one operation; there is no timeout parameter. Threads of one process may share
@@ -1066,8 +1068,36 @@ MP_API void mp_shlist_close(mp_shlist *l);
  * memory for a copy handed to the caller), -ENOSPC (/dev/shm is full). A failed call changes
  * nothing (mp_dict_update running out of heap is the one exception, see there).
  *
- * Reaching the heap: only processes forked (directly or not) from the owner after
- * mp_manager_open(); attaching an unrelated process by the heap's name is not offered yet.
+ * Reaching the heap: processes forked (directly or not) from the owner after mp_manager_open(),
+ * and any process of the same user that attaches by the manager's name (mp_manager_attach),
+ * for example one started with exec. Both find containers and objects by name.
+ *
+ * Managed objects by name (Python's SyncManager.Value, Array, Queue, JoinableQueue, Lock, RLock,
+ * Semaphore, BoundedSemaphore, Condition, Event, Barrier, list, dict, Namespace): each
+ * mp_manager_<type>() call returns the object bound to `name`, creating it in the heap and
+ * binding the name first if the name is free (create-or-get, atomic across processes: two
+ * processes asking for a new name get one object). The creation arguments (initial value,
+ * parties, capacity...) are used only by the call that creates it. The handles are the
+ * ordinary ones (mp_lock *, mp_queue *, mp_value *...): every operation of their section works
+ * unchanged, with the same guarantees (robust locks, crash-safe queues), in forked and attached
+ * processes alike. Per-process state stays per process: a barrier's action and default timeout
+ * and a condition's lock are given to the handle in each process, never stored in the heap.
+ * Names are non-empty UTF-8 strings, one namespace per manager for all types.
+ *
+ * Lifetime of managed objects: closing a handle, in any process (the creator's too), frees only
+ * the handle, unlike the sync and value sections' own _open objects. mp_manager_delete() unbinds
+ * a name; the object stays usable through handles already open and its memory is reclaimed
+ * with the heap (so deleting is always safe; a program that creates and deletes many objects
+ * grows the heap). Like container handles, the handles of typed objects keep this process's
+ * mapping of the heap alive, so they may be closed before or after the manager handle. After
+ * shutdown (or the owner's death) the mp_manager_ calls return -EBADF and the sync objects (and
+ * each Value/Array's own lock) are marked dead, so their operations return -EBADF; a queue or a
+ * raw Value/Array has no such mark and goes on working among the processes that still hold it.
+ * Waiters already asleep on a sync object return at their timeout or when woken.
+ *
+ * Attached processes: a process that attached holds one fd and one mapping of the heap, nothing
+ * else; it may die at any point without leaving anything behind (no name, no process), and with
+ * the same crash guarantees as a forked child.
  * ============================================================================================ */
 
 typedef struct mp_manager mp_manager;
@@ -1213,14 +1243,77 @@ MP_API int mp_manager_open(mp_manager **out, const mp_manager_opts *opts);
 MP_API int mp_manager_shutdown(mp_manager *m);
 
 /* mp_manager_close - in the opening process shut the manager down first; then release this
- * process's handle. Accepts NULL. */
+ * process's handle (of an attached manager too). Accepts NULL. The heap stays mapped in this
+ * process until its last container or managed-object handle is closed too. */
 MP_API void mp_manager_close(mp_manager *m);
+
+/* mp_manager_attach - attach this process to the manager whose mp_manager_name() is `name`
+ * (a leading '/' is allowed), typically from a program started with exec (Python's
+ * BaseManager(address).connect()). Waits up to timeout_ms for the manager to appear (it polls
+ * every 10 ms: nothing can be waited on for a name that does not exist yet). The handle works
+ * as the owner's except that mp_manager_shutdown() is -EPERM; mp_manager_close() releases it.
+ * Returns 0; -ENOENT (no manager by that name by the deadline; at once with MP_NOWAIT), -EBADF
+ * (it is shutting down), -EINVAL (NULL, a bad name or timeout), -EACCES, -ENOMEM, -EMFILE. */
+MP_API int mp_manager_attach(mp_manager **out, const char *name, int timeout_ms);
 
 /* mp_manager_name - the heap's name without the leading '/' ("" for NULL). */
 MP_API const char *mp_manager_name(const mp_manager *m);
 
 /* mp_manager_pid - the manager process's pid (Python's _process.pid), or -EINVAL for NULL. */
 MP_API pid_t mp_manager_pid(const mp_manager *m);
+
+/* ---- managed objects by name ------------------------------------------------------------------
+ * Each returns the object bound to `name` in m, creating and binding it when the name is free
+ * (see the section comment). Never blocks beyond the name table's lock. Errors, for all:
+ * -EINVAL (NULL out/m/name, an empty name, invalid UTF-8, bad creation arguments as the type's
+ * own _open), MP_ETYPE (the name is bound to an object of another type: a Lock is not an
+ * RLock, a Queue not a JoinableQueue, a Semaphore not a BoundedSemaphore, a Value/Array of
+ * another typecode or element size), -EBADF (the manager was shut down), -ENOMEM (the heap's
+ * reserve, or the handle), -ENOSPC (/dev/shm full). On error *out is NULL and nothing is bound.
+ * mp_manager_list/dict/namespace start empty; close with mp_list_close etc. */
+MP_API int mp_manager_list(mp_list **out, mp_manager *m, const char *name);
+MP_API int mp_manager_dict(mp_dict **out, mp_manager *m, const char *name);
+MP_API int mp_manager_namespace(mp_namespace **out, mp_manager *m, const char *name);
+
+/* mp_manager_value / mp_manager_array - Python's manager.Value(typecode, value) and
+ * Array(typecode, seq), as mp_value_open / mp_array_open: own recursive lock by default or
+ * opts->raw; opts->lock must be NULL (-EINVAL: a lock handle belongs to one process). */
+MP_API int mp_manager_value(mp_value **out, mp_manager *m, const char *name, char typecode,
+                            const mp_value_opts *opts);
+MP_API int mp_manager_array(mp_array **out, mp_manager *m, const char *name, char typecode,
+                            size_t length, const mp_value_opts *opts);
+
+/* mp_manager_queue - Python's manager.Queue() / JoinableQueue() (opts->joinable), as
+ * mp_queue_open; header and ring live in the heap (the ring takes the next power of two above
+ * its capacity there, because of the heap's size classes). */
+MP_API int mp_manager_queue(mp_queue **out, mp_manager *m, const char *name,
+                            const mp_queue_opts *opts);
+
+/* mp_manager_lock - Python's manager.Lock() / RLock() (opts->recursive). */
+MP_API int mp_manager_lock(mp_lock **out, mp_manager *m, const char *name, const mp_lock_opts *opts);
+
+/* mp_manager_semaphore - Python's manager.Semaphore(value) / BoundedSemaphore (opts->bounded). */
+MP_API int mp_manager_semaphore(mp_semaphore **out, mp_manager *m, const char *name,
+                                unsigned value, const mp_semaphore_opts *opts);
+
+/* mp_manager_condition - Python's manager.Condition(lock): the condition's own recursive lock,
+ * or opts->lock, the lock this process's handle uses (give every process a handle on the same
+ * lock, e.g. one from mp_manager_lock). */
+MP_API int mp_manager_condition(mp_condition **out, mp_manager *m, const char *name,
+                                const mp_condition_opts *opts);
+
+/* mp_manager_event - Python's manager.Event(). */
+MP_API int mp_manager_event(mp_event **out, mp_manager *m, const char *name);
+
+/* mp_manager_barrier - Python's manager.Barrier(parties, action, timeout): opts (action and
+ * default timeout) belong to this process's handle; other processes pass their own. */
+MP_API int mp_manager_barrier(mp_barrier **out, mp_manager *m, const char *name, unsigned parties,
+                              const mp_barrier_opts *opts);
+
+/* mp_manager_delete - unbind `name` (any type). The object lives on for handles already open;
+ * its memory is reclaimed with the heap. A new object may then be bound to the name.
+ * Returns 0, -ENOENT (no such name), -EINVAL, -EBADF. */
+MP_API int mp_manager_delete(mp_manager *m, const char *name);
 
 /* ---- list (Python's manager.list()) ------------------------------------------------------ */
 

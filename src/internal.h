@@ -151,4 +151,49 @@ size_t mp__conn_header(size_t len, uint8_t *hdr);
  * -ENOMEM (fd then stays the caller's). */
 int mp__conn_wrap(mp_conn **out, int fd, bool inet);
 
+/* ---- pins: handles on objects in another module's region ----------------------------------------
+ * A handle made for an object built in place (mp__<type>_wrap) may hold a reference on the
+ * region the object lives in, so that the region (the manager's heap mapping) outlives every
+ * handle on it: the handle's _close calls drop(arg) after freeing the handle. {NULL, NULL}, the
+ * default, drops nothing. */
+typedef struct mp__pin {
+    void (*drop)(void *arg);
+    void *arg;
+} mp__pin;
+
+static inline void
+mp__pin_drop(mp__pin pin)
+{
+    if (pin.drop != NULL)
+        pin.drop(pin.arg);
+}
+
+/* ---- in-place Value/Array and Queue (the manager's heap builds them in its own memory) ----------
+ * As sync.h's mp__<type>_init_at/_wrap: init_at builds the object in memory the caller provides
+ * and keeps mapped (shared by the processes that use it), wrap makes a handle on it in any
+ * process that maps it, and the handle's _close frees only the handle. Neither holds pointers
+ * into the memory, so it may sit at another address in each process.
+ *
+ * mp__value_size_at - the bytes a Value (len 1) or Array of `len` elements needs in place, for
+ *   mp_value_open's typecode and opts (opts->lock must be NULL: a lock handle is one process's).
+ * mp__value_init_at - build it in mem (16-byte aligned, that many bytes), with opts->init.
+ * mp__value_wrap - a handle on it: the same typecode, element size (opts->size, or 0), length and
+ *   raw flag as at init. An Array handle is the same object: cast to mp_array *.
+ * Each returns 0, MP_ETYPE or -EINVAL as mp_value_open, -ENOMEM (the handle). */
+int mp__value_size_at(char tc, size_t len, const mp_value_opts *opts, size_t *size);
+int mp__value_init_at(void *mem, char tc, size_t len, const mp_value_opts *opts);
+int mp__value_wrap(mp_value **out, void *mem, char tc, size_t elem, size_t len, bool raw);
+/* mp__value_pin / mp__queue_pin - give a wrapped handle the pin its close drops. */
+void mp__value_pin(mp_value *v, mp__pin pin);
+
+/* mp__queue_size_at - the bytes a queue with these opts (NULL: defaults) needs in place: its
+ *   header and its ring; *capacity gets the ring's size for mp__queue_wrap.
+ * mp__queue_init_at - build it in mem (64-byte aligned, that many bytes).
+ * mp__queue_wrap - a handle on it, given the ring size. Its close frees only the handle.
+ * Each returns 0, -EINVAL as mp_queue_open, -ENOMEM (the handle). */
+int mp__queue_size_at(const mp_queue_opts *opts, size_t *size, size_t *capacity);
+int mp__queue_init_at(void *mem, const mp_queue_opts *opts);
+int mp__queue_wrap(mp_queue **out, void *mem, size_t capacity);
+void mp__queue_pin(mp_queue *q, mp__pin pin);
+
 #endif /* MPIPC_INTERNAL_H */

@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -26,16 +27,6 @@
 
 #define DEFAULT_RESERVE ((size_t)1 << 30)
 #define SHUTDOWN_WAIT_MS 1000
-
-struct mp_manager {
-    const mp__backend *be;
-    mp__heap *h;
-    pid_t owner;   /* the process that opened the manager */
-    pid_t mgr_pid; /* the manager process */
-    int mgr_pidfd; /* its pidfd, or -1 */
-    int evfd;      /* written once to ask the manager process to stop */
-    _Atomic bool shut;
-};
 
 static int
 pidfd_open_(pid_t pid)
@@ -96,6 +87,7 @@ manager_main(mp__heap *h, pid_t owner, int owner_pidfd, int evfd, const char *pa
             break;
     }
     atomic_store(&mp__heap_hdr_of(h)->shutdown, 1);
+    mp__names_shutdown(h);
     struct stat mine, now;
     if (fstat(h->fd, &mine) == 0 && stat(file, &now) == 0 && mine.st_ino == now.st_ino &&
         mine.st_dev == now.st_dev)
@@ -122,6 +114,14 @@ mp_manager_open(mp_manager **out, const mp_manager_opts *opts)
         mp__free(m);
         return r;
     }
+    uint64_t root;
+    if ((r = mp__names_create(m->h, &root)) != 0) {
+        mp_shm_unlink(m->h->shm);
+        mp__heap_unref(m->h);
+        mp__free(m);
+        return r;
+    }
+    mp__heap_publish(m->h, root);
     char path[MP_SHM_NAME_MAX + 2], file[MP_SHM_NAME_MAX + 16];
     snprintf(path, sizeof path, "/%s", mp_shm_name(m->h->shm));
     snprintf(file, sizeof file, "/dev/shm/%s", mp_shm_name(m->h->shm));
@@ -199,6 +199,7 @@ mp_manager_shutdown(mp_manager *m)
     if (atomic_exchange(&m->shut, true))
         return 0;
     atomic_store(&mp__heap_hdr_of(m->h)->shutdown, 1);
+    mp__names_shutdown(m->h);
     uint64_t one = 1;
     ssize_t w;
     do
@@ -215,7 +216,7 @@ mp_manager_close(mp_manager *m)
 {
     if (m == NULL)
         return;
-    if (getpid() == m->owner)
+    if (m->owner != 0 && getpid() == m->owner)
         mp_manager_shutdown(m);
     if (m->evfd >= 0)
         close(m->evfd);
@@ -225,10 +226,44 @@ mp_manager_close(mp_manager *m)
     mp__free(m);
 }
 
+int
+mp_manager_attach(mp_manager **out, const char *name, int timeout_ms)
+{
+    if (out == NULL || name == NULL)
+        return -EINVAL;
+    *out = NULL;
+    if (name[0] == '/')
+        name++;
+    size_t n = strlen(name);
+    if (n == 0 || n > MP_SHM_NAME_MAX || strchr(name, '/') != NULL)
+        return -EINVAL;
+    mp_manager *m = mp__calloc(1, sizeof *m);
+    if (m == NULL)
+        return -ENOMEM;
+    m->be = &mp__shm_backend;
+    m->evfd = m->mgr_pidfd = -1;
+    m->name[0] = '/';
+    memcpy(m->name + 1, name, n + 1);
+    int r = mp__heap_attach(&m->h, m->name, timeout_ms);
+    if (r == 0 && mp__heap_down(m->h))
+        r = -EBADF;
+    if (r != 0) {
+        if (m->h != NULL)
+            mp__heap_unref(m->h);
+        mp__free(m);
+        return r;
+    }
+    m->mgr_pid = mp__heap_hdr_of(m->h)->manager_pid;
+    *out = m;
+    return 0;
+}
+
 const char *
 mp_manager_name(const mp_manager *m)
 {
-    return m != NULL ? mp_shm_name(m->h->shm) : "";
+    if (m == NULL)
+        return "";
+    return m->h->shm != NULL ? mp_shm_name(m->h->shm) : m->name + 1;
 }
 
 pid_t

@@ -28,7 +28,7 @@ typedef struct mp__heap_hdr {
     pthread_mutex_t lock; /* guards bump and free[] */
     uint64_t bump;        /* first never-allocated byte */
     uint64_t free[MP__HEAP_CLASSES];
-    uint64_t root; /* reserved for a directory of named objects (attach by name); 0 now */
+    uint64_t root; /* the name table (mp__names, mobjects.c) */
 } mp__heap_hdr;
 
 /* This process's view of a heap: one per process per manager, shared by every handle on it. */
@@ -37,7 +37,7 @@ typedef struct mp__heap {
     char *base;            /* start of the reserved range */
     size_t reserve;        /* its length */
     _Atomic size_t mapped; /* bytes mapped read/write from base */
-    mp_shm *shm;           /* the named segment (and its fd) */
+    mp_shm *shm;           /* the named segment (and its fd); NULL when attached by name */
     int fd;
 } mp__heap;
 
@@ -55,6 +55,11 @@ mp__at(const mp__heap *h, uint64_t off)
 
 /* mp__heap_create - create the named segment with an initialised header and map it. */
 int mp__heap_create(mp__heap **out, const char *name, size_t reserve);
+/* mp__heap_publish - make a created heap attachable by name, with its name table at root. */
+void mp__heap_publish(mp__heap *h, uint64_t root);
+/* mp__heap_attach - map the published heap called path ("/name"), waiting up to timeout_ms for
+ * it to appear. 0; -ENOENT (no such heap by the deadline), -EINVAL, -ENOMEM, -EACCES, -EMFILE. */
+int mp__heap_attach(mp__heap **out, const char *path, int timeout_ms);
 void mp__heap_ref(mp__heap *h);
 /* mp__heap_unref - drop a reference; the last one unmaps and closes this process's view. */
 void mp__heap_unref(mp__heap *h);
@@ -279,5 +284,32 @@ int mp__shdict_snapshot(mp__cont *c, mp_item **keys, mp_item **values, size_t *n
 int mp__shdict_update(mp__cont *c, const mp_item *keys, const mp_item *values, size_t n);
 int mp__shdict_copy(mp__cont *c, mp__cont **out);
 int mp__shdict_clear(mp__cont *c);
+
+/* ---- the manager and its name table ---------------------------------------------------------- */
+
+struct mp_manager {
+    const mp__backend *be;
+    mp__heap *h;
+    pid_t owner;   /* the process that opened the manager; 0 when attached by name */
+    pid_t mgr_pid; /* the manager process */
+    int mgr_pidfd; /* its pidfd, or -1 */
+    int evfd;      /* written once to ask the manager process to stop; -1 when attached */
+    _Atomic bool shut;
+    char name[MP_SHM_NAME_MAX + 2]; /* "/name" when attached by name */
+};
+
+/* The name table, at the heap header's root. */
+typedef struct mp__names {
+    pthread_mutex_t lock;  /* serialises binding and unbinding names */
+    uint64_t dict;         /* a shared dict: name -> (object offset << 8 | type) */
+    _Atomic uint64_t objs; /* every typed object ever created, newest first (mp__mobj.next) */
+} mp__names;
+
+/* mp__names_create - an empty name table in a new heap; its offset in *root. */
+int mp__names_create(mp__heap *h, uint64_t *root);
+/* mp__names_shutdown - after the heap was marked shut down: mark every sync object (and every
+ * Value/Array's own lock) of the table dead, so that their handles answer -EBADF. Only atomic
+ * stores to the heap: async-signal-safe, so the manager process may call it. Idempotent. */
+void mp__names_shutdown(mp__heap *h);
 
 #endif

@@ -123,9 +123,90 @@ mp__heap_create(mp__heap **out, const char *name, size_t reserve)
     hd->reserve = reserve;
     hd->bump = round_up(sizeof *hd, 64);
     atomic_store(&hd->size, INITIAL_SIZE);
-    hd->magic = MP__HEAP_MAGIC;
+    /* The magic is stored by mp__heap_publish, once the creator has built the name table:
+     * until then a process attaching by name waits. */
     atomic_store(&h->mapped, INITIAL_SIZE);
     atomic_store(&h->refs, 1);
+    *out = h;
+    return 0;
+}
+
+void
+mp__heap_publish(mp__heap *h, uint64_t root)
+{
+    mp__heap_hdr *hd = mp__heap_hdr_of(h);
+    hd->root = root;
+    __atomic_store_n(&hd->magic, MP__HEAP_MAGIC, __ATOMIC_RELEASE);
+}
+
+_Static_assert(offsetof(mp__heap_hdr, magic) == 0 && offsetof(mp__heap_hdr, reserve) == 8 &&
+                   offsetof(mp__heap_hdr, size) == 16,
+               "probe() reads the first three words of the heap header");
+
+/* probe - open the heap called path if it is ready: its fd and header words, 0; -ENOENT when
+ * there is no such name or it is not (yet) a published heap; other errors of shm_open. */
+static int
+probe(const char *path, int *fd, uint64_t words[3])
+{
+    *fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+    if (*fd < 0)
+        return -errno;
+    /* magic, reserve, size: the first three words of the header. The magic is stored last
+     * (release), and reading it through the page cache with pread sees it and what came before. */
+    ssize_t n = pread(*fd, words, 3 * sizeof(uint64_t), 0);
+    if (n == (ssize_t)(3 * sizeof(uint64_t)) && words[0] == MP__HEAP_MAGIC)
+        return 0;
+    close(*fd);
+    *fd = -1;
+    return n < 0 ? -errno : -ENOENT;
+}
+
+int
+mp__heap_attach(mp__heap **out, const char *path, int timeout_ms)
+{
+    mp__deadline dl;
+    int r = mp__deadline_init(&dl, timeout_ms);
+    if (r != 0)
+        return r;
+    int fd;
+    uint64_t w[3];
+    /* Nothing can be waited on for a name that does not exist yet, so look again every 10 ms
+     * until the deadline (a manager being created publishes its heap within microseconds). */
+    while ((r = probe(path, &fd, w)) == -ENOENT) {
+        int left = mp__deadline_remaining_ms(&dl);
+        if (left == 0)
+            return -ENOENT;
+        struct timespec ts = {0, (left < 0 || left > 10 ? 10 : left) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (r != 0)
+        return r;
+    size_t reserve = (size_t)w[1], size = (size_t)w[2];
+    mp__heap *h = mp__calloc(1, sizeof *h);
+    if (h == NULL || size > reserve || size < INITIAL_SIZE) {
+        close(fd);
+        mp__free(h);
+        return h == NULL ? -ENOMEM : -EINVAL;
+    }
+    h->fd = fd;
+    h->reserve = reserve;
+    h->base = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (h->base == MAP_FAILED ||
+        mmap(h->base, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+        r = errno == EAGAIN ? -ENOMEM : -errno;
+        if (h->base != MAP_FAILED)
+            munmap(h->base, reserve);
+        close(fd);
+        mp__free(h);
+        return r;
+    }
+    atomic_store(&h->mapped, size);
+    atomic_store(&h->refs, 1);
+    /* Map whatever it grew to since the header was read. */
+    if ((r = mp__heap_sync(h)) != 0) {
+        mp__heap_unref(h);
+        return r;
+    }
     *out = h;
     return 0;
 }
@@ -142,7 +223,10 @@ mp__heap_unref(mp__heap *h)
     if (h == NULL || atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1)
         return;
     munmap(h->base, h->reserve);
-    mp_shm_close(h->shm);
+    if (h->shm != NULL)
+        mp_shm_close(h->shm);
+    else
+        close(h->fd);
     mp__free(h);
 }
 

@@ -388,7 +388,9 @@ mp_queue_close(mp_queue *q)
     if (q == NULL)
         return;
     mp__seg_close(&q->seg);
+    mp__pin pin = q->pin;
     mp__free(q);
+    mp__pin_drop(pin);
 }
 
 int
@@ -450,4 +452,89 @@ mp_queue_join(mp_queue *q, int timeout_ms)
         return -EAGAIN;
     /* No spin: join waits for whole tasks, which take far longer than a spin. */
     return mp__queue_wait(q, &q->h->unf, NULL, all_done, 0, 0, &dl);
+}
+
+/* ---- in place (the manager's heap) -------------------------------------------------------------
+ * The same header and ring as an own segment, built in memory the caller owns: the header
+ * first, then the ring on the next cache line. The handle's seg stays empty (fd -1), so
+ * mp_queue_close frees only the handle. The ring size is rounded as mp_queue_open rounds it. */
+
+static int
+inplace_capacity(const mp_queue_opts *opts, uint64_t *cap)
+{
+    static const mp_queue_opts defaults;
+    if (opts == NULL)
+        opts = &defaults;
+    uint64_t c = opts->capacity == 0 ? DEFAULT_CAPACITY : opts->capacity;
+    if (c > MAX_CAPACITY || opts->maxsize > SEQ_MASK / 2)
+        return -EINVAL;
+    if (c < MIN_CAPACITY)
+        c = MIN_CAPACITY;
+    while (c & (c - 1))
+        c += c & -c;
+    *cap = c;
+    return 0;
+}
+
+#define INPLACE_HDR ((sizeof(struct qhdr) + CACHELINE - 1) & ~(size_t)(CACHELINE - 1))
+
+int
+mp__queue_size_at(const mp_queue_opts *opts, size_t *size, size_t *capacity)
+{
+    uint64_t cap;
+    if (size == NULL || capacity == NULL)
+        return -EINVAL;
+    int r = inplace_capacity(opts, &cap);
+    if (r != 0)
+        return r;
+    *size = INPLACE_HDR + (size_t)cap;
+    *capacity = (size_t)cap;
+    return 0;
+}
+
+int
+mp__queue_init_at(void *mem, const mp_queue_opts *opts)
+{
+    uint64_t cap;
+    if (mem == NULL || ((uintptr_t)mem & (CACHELINE - 1)) != 0)
+        return -EINVAL;
+    int r = inplace_capacity(opts, &cap);
+    if (r != 0)
+        return r;
+    struct qhdr *h = mem;
+    memset(h, 0, sizeof *h);
+    h->maxsize = opts != NULL ? opts->maxsize : 0;
+    h->joinable = opts != NULL && opts->joinable;
+    if ((r = mp__mutex_init(&h->plock)) < 0 || (r = mp__mutex_init(&h->clock)) < 0)
+        return r;
+    return 0;
+}
+
+int
+mp__queue_wrap(mp_queue **out, void *mem, size_t capacity)
+{
+    if (out == NULL)
+        return -EINVAL;
+    *out = NULL;
+    if (mem == NULL || capacity < MIN_CAPACITY || (capacity & (capacity - 1)))
+        return -EINVAL;
+    mp_queue *q = mp__calloc(1, sizeof *q);
+    if (q == NULL)
+        return -ENOMEM;
+    q->seg.fd = -1;
+    q->h = mem;
+    q->ring = (unsigned char *)mem + INPLACE_HDR;
+    q->cap = capacity;
+    q->mask = capacity - 1;
+    q->spin = mp_cpu_count() > 1;
+    atomic_init(&q->spin_get, 256);
+    atomic_init(&q->spin_put, 256);
+    *out = q;
+    return 0;
+}
+
+void
+mp__queue_pin(mp_queue *q, mp__pin pin)
+{
+    q->pin = pin;
 }

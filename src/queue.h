@@ -101,6 +101,7 @@ struct mp_queue {
     uint64_t cap, mask;
     bool spin;                           /* more than one CPU: spinning can pay off */
     _Atomic unsigned spin_get, spin_put; /* adaptive spin estimates of this process */
+    mp__pin pin;                         /* in place: dropped by the close */
 };
 
 /* ---- words and ring ----------------------------------------------------------------------- */

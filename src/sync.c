@@ -120,6 +120,7 @@ struct mp_lock {
     uint32_t gen;
     bool recursive;
     bool owned; /* the memory is an arena block of this handle's opener */
+    mp__pin pin;
 };
 
 /* True if the calling thread holds the lock. A robust mutex keeps its owner's TID in the futex
@@ -158,6 +159,13 @@ lock_wrap_into(mp_lock *l, lock_shm *s, uint32_t gen, bool owned)
     l->gen = gen;
     l->recursive = s->hdr.kind == MP__KIND_RLOCK;
     l->owned = owned;
+    l->pin = (mp__pin){NULL, NULL};
+}
+
+void
+mp__lock_pin(mp_lock *l, mp__pin pin)
+{
+    l->pin = pin;
 }
 
 int
@@ -214,7 +222,9 @@ mp_lock_close(mp_lock *l)
         return;
     if (l->owned)
         mp__sync_free(&l->s->hdr, MP__LOCK_SIZE);
+    mp__pin pin = l->pin;
     mp__free(l);
+    mp__pin_drop(pin);
 }
 
 /* What an acquisition of the mutex returned, turned into the lock's result. */
@@ -329,6 +339,7 @@ struct mp_condition {
     bool owned;
     mp_lock *lock; /* &own, or the caller's */
     mp_lock own;
+    mp__pin pin;
 };
 
 int
@@ -357,7 +368,14 @@ cond_new(cond_shm *s, uint32_t gen, bool owned, mp_lock *lock)
     c->owned = owned;
     lock_wrap_into(&c->own, &s->lock, atomic_load(&s->lock.hdr.gen), false);
     c->lock = lock != NULL ? lock : &c->own;
+    c->pin = (mp__pin){NULL, NULL};
     return c;
+}
+
+void
+mp__condition_pin(mp_condition *c, mp__pin pin)
+{
+    c->pin = pin;
 }
 
 int
@@ -407,7 +425,9 @@ mp_condition_close(mp_condition *c)
         return;
     if (c->owned)
         mp__sync_free(&c->s->hdr, MP__CONDITION_SIZE);
+    mp__pin pin = c->pin;
     mp__free(c);
+    mp__pin_drop(pin);
 }
 
 static int

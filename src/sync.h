@@ -43,6 +43,13 @@ int mp__barrier_init_at(void *mem, unsigned parties);
 /* opts: the handle's action and default timeout, as mp_barrier_open's; may be NULL. */
 int mp__barrier_wrap(mp_barrier **out, void *mem, const mp_barrier_opts *opts);
 
+/* mp__<type>_pin - give a wrapped handle the pin its close drops (internal.h). */
+void mp__lock_pin(mp_lock *l, mp__pin pin);
+void mp__semaphore_pin(mp_semaphore *s, mp__pin pin);
+void mp__condition_pin(mp_condition *c, mp__pin pin);
+void mp__event_pin(mp_event *e, mp__pin pin);
+void mp__barrier_pin(mp_barrier *b, mp__pin pin);
+
 /* ---- shared by sync.c and sync_wait.c -------------------------------------------------------- */
 
 /* Every shared sync object starts with this header. `gen` is odd while the object is alive and

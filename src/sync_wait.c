@@ -22,7 +22,8 @@
 #define HANDLE_FIELDS(shm_type)                                                                    \
     shm_type *s;                                                                                   \
     uint32_t gen;                                                                                  \
-    bool owned
+    bool owned;                                                                                    \
+    mp__pin pin
 
 #define CHECK_HANDLE(h)                                                                            \
     do {                                                                                           \
@@ -137,7 +138,9 @@ mp_semaphore_close(mp_semaphore *h)
         return;
     if (h->owned)
         mp__sync_free(&h->s->hdr, MP__SEMAPHORE_SIZE);
+    mp__pin pin = h->pin;
     mp__free(h);
+    mp__pin_drop(pin);
 }
 
 static bool
@@ -285,7 +288,9 @@ mp_event_close(mp_event *h)
         return;
     if (h->owned)
         mp__sync_free(&h->s->hdr, MP__EVENT_SIZE);
+    mp__pin pin = h->pin;
     mp__free(h);
+    mp__pin_drop(pin);
 }
 
 int
@@ -452,7 +457,9 @@ mp_barrier_close(mp_barrier *h)
         return;
     if (h->owned)
         mp__sync_free(&h->s->hdr, MP__BARRIER_SIZE);
+    mp__pin pin = h->pin;
     mp__free(h);
+    mp__pin_drop(pin);
 }
 
 /* Break the current round (mutex held). */
@@ -616,4 +623,24 @@ mp_barrier_broken(const mp_barrier *h)
 {
     CHECK_HANDLE(h);
     return (int)(atomic_load(&h->s->word) & 1);
+}
+
+/* ---- pins ------------------------------------------------------------------------------------ */
+
+void
+mp__semaphore_pin(mp_semaphore *h, mp__pin pin)
+{
+    h->pin = pin;
+}
+
+void
+mp__event_pin(mp_event *h, mp__pin pin)
+{
+    h->pin = pin;
+}
+
+void
+mp__barrier_pin(mp_barrier *h, mp__pin pin)
+{
+    h->pin = pin;
 }

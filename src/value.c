@@ -38,6 +38,7 @@ struct mp_value {
     mp_lock *own;  /* this handle's wrap of the object's own lock, or NULL */
     void *block;   /* the arena block, freed by the opening process only */
     size_t block_size;
+    mp__pin pin; /* dropped by the close of an in-place handle */
 };
 
 /* An array handle is a value handle with another name, so that the public types stay distinct. */
@@ -75,6 +76,92 @@ type_of(char tc, enum kind *kind)
     return 0;
 }
 
+/* Where an object's parts go in its block. */
+struct layout {
+    size_t elem; /* element size */
+    enum kind kind;
+    bool own_lock; /* the block starts with the object's own recursive lock */
+    size_t off;    /* data offset in the block */
+    size_t block_size;
+};
+
+/* plan - check the arguments of an open and lay the object out; 0, MP_ETYPE, -EINVAL, -ENOMEM. */
+static int
+plan(char tc, size_t len, const mp_value_opts *opts, struct layout *lo)
+{
+    if (opts->raw && opts->lock != NULL)
+        return -EINVAL;
+    lo->kind = KIND_OTHER;
+    lo->elem = opts->size;
+    if (tc != 0) {
+        lo->elem = type_of(tc, &lo->kind);
+        if (lo->elem == 0)
+            return MP_ETYPE;
+        if (opts->size != 0 && opts->size != lo->elem)
+            return -EINVAL;
+    } else if (lo->elem == 0) {
+        return -EINVAL;
+    }
+    lo->own_lock = !opts->raw && opts->lock == NULL;
+    if (len > (SIZE_MAX - MP__LOCK_SIZE) / lo->elem)
+        return -ENOMEM;
+    size_t bytes = len * lo->elem, elem = lo->elem;
+    /* Small data of elements up to 8 bytes sits in the spare tail of the lock, on the mutex's
+     * cache line (8-byte aligned, enough for such elements); anything else starts on a cache
+     * line of its own after the lock. */
+    lo->off = 0;
+    if (lo->own_lock)
+        lo->off = bytes <= MP__LOCK_SIZE - MP__LOCK_SPARE && elem <= 8 && (elem & (elem - 1)) == 0
+                      ? MP__LOCK_SPARE
+                      : MP__LOCK_SIZE;
+    /* An empty raw array still gets a block, so that every object has one. */
+    lo->block_size = lo->own_lock
+                         ? (lo->off + bytes > MP__LOCK_SIZE ? lo->off + bytes : MP__LOCK_SIZE)
+                         : (bytes > 0 ? bytes : 1);
+    return 0;
+}
+
+/* wrap - a handle on the object laid out as `lo` in `block`; its own lock must be built. */
+static int
+wrap(obj **out, void *block, char tc, size_t len, const struct layout *lo, mp_lock *lock)
+{
+    obj *o = mp__calloc(1, sizeof *o);
+    if (o == NULL)
+        return -ENOMEM;
+    if (lo->own_lock) {
+        int r = mp__lock_wrap(&o->own, block);
+        if (r != 0) {
+            mp__free(o);
+            return r;
+        }
+    }
+    o->block = block;
+    o->data = (char *)block + lo->off;
+    o->elem = lo->elem;
+    o->len = len;
+    o->kind = lo->kind;
+    o->typecode = tc;
+    o->lock = lo->own_lock ? o->own : lock;
+    o->block_size = lo->block_size;
+    *out = o;
+    return 0;
+}
+
+/* build - construct the object in `block` (zero-filled, block_size bytes): its own lock and
+ * its initial contents. Nobody else can see the block yet, so a plain copy is enough. */
+static int
+build(void *block, size_t len, const struct layout *lo, const void *init)
+{
+    if (lo->own_lock) {
+        int r = mp__lock_init_at(block, true);
+        if (r != 0)
+            return r;
+    }
+    if (init != NULL && len > 0)
+        memcpy((char *)block + lo->off, init, len * lo->elem);
+    return 0;
+}
+
 static int
 obj_open(obj **out, char tc, size_t len, const mp_value_opts *opts)
 {
@@ -84,65 +171,63 @@ obj_open(obj **out, char tc, size_t len, const mp_value_opts *opts)
     static const mp_value_opts defaults = {0};
     if (opts == NULL)
         opts = &defaults;
-    if (opts->raw && opts->lock != NULL)
-        return -EINVAL;
-    enum kind kind = KIND_OTHER;
-    size_t elem = opts->size;
-    if (tc != 0) {
-        elem = type_of(tc, &kind);
-        if (elem == 0)
-            return MP_ETYPE;
-        if (opts->size != 0 && opts->size != elem)
-            return -EINVAL;
-    } else if (elem == 0) {
-        return -EINVAL;
-    }
-    bool own_lock = !opts->raw && opts->lock == NULL;
-    if (len > (SIZE_MAX - MP__LOCK_SIZE) / elem)
-        return -ENOMEM;
-    size_t bytes = len * elem;
-    /* Small data of elements up to 8 bytes sits in the spare tail of the lock, on the mutex's
-     * cache line (8-byte aligned, enough for such elements); anything else starts on a cache
-     * line of its own after the lock. */
-    size_t off = 0;
-    if (own_lock)
-        off = bytes <= MP__LOCK_SIZE - MP__LOCK_SPARE && elem <= 8 && (elem & (elem - 1)) == 0
-                  ? MP__LOCK_SPARE
-                  : MP__LOCK_SIZE;
-    /* An empty raw array still gets a block, so that every object has one. */
-    size_t block_size = own_lock ? (off + bytes > MP__LOCK_SIZE ? off + bytes : MP__LOCK_SIZE)
-                                 : (bytes > 0 ? bytes : 1);
-
-    obj *o = mp__calloc(1, sizeof *o);
-    if (o == NULL)
-        return -ENOMEM;
-    int r = mp__arena_alloc(block_size, &o->block);
-    if (r != 0) {
-        mp__free(o);
+    struct layout lo;
+    int r = plan(tc, len, opts, &lo);
+    if (r != 0)
         return r;
-    }
-    if (own_lock) {
-        r = mp__lock_init_at(o->block, true);
-        if (r == 0)
-            r = mp__lock_wrap(&o->own, o->block);
-        if (r != 0) {
-            mp__arena_free(o->block, block_size);
-            mp__free(o);
-            return r;
-        }
-    }
-    o->data = (char *)o->block + off;
-    o->elem = elem;
-    o->len = len;
-    o->kind = kind;
-    o->typecode = tc;
-    o->lock = own_lock ? o->own : opts->lock;
-    o->block_size = block_size;
-    /* Nobody else can see the block yet, so a plain copy is enough; fresh blocks are zeroed. */
-    if (opts->init != NULL && bytes > 0)
-        memcpy(o->data, opts->init, bytes);
-    *out = o;
-    return 0;
+    void *block;
+    r = mp__arena_alloc(lo.block_size, &block);
+    if (r != 0)
+        return r;
+    /* Fresh arena blocks are zeroed. */
+    if ((r = build(block, len, &lo, opts->init)) != 0 ||
+        (r = wrap(out, block, tc, len, &lo, opts->lock)) != 0)
+        mp__arena_free(block, lo.block_size);
+    return r;
+}
+
+void
+mp__value_pin(mp_value *v, mp__pin pin)
+{
+    v->pin = pin;
+}
+
+/* ---- in place (the manager's heap) ----------------------------------------------------------- */
+
+int
+mp__value_size_at(char tc, size_t len, const mp_value_opts *opts, size_t *size)
+{
+    struct layout lo;
+    if (opts == NULL || size == NULL || opts->lock != NULL)
+        return -EINVAL;
+    int r = plan(tc, len, opts, &lo);
+    if (r == 0)
+        *size = lo.block_size;
+    return r;
+}
+
+int
+mp__value_init_at(void *mem, char tc, size_t len, const mp_value_opts *opts)
+{
+    struct layout lo;
+    if (mem == NULL || ((uintptr_t)mem & 15) != 0 || opts == NULL || opts->lock != NULL)
+        return -EINVAL;
+    int r = plan(tc, len, opts, &lo);
+    if (r != 0)
+        return r;
+    memset(mem, 0, lo.block_size);
+    return build(mem, len, &lo, opts->init);
+}
+
+int
+mp__value_wrap(mp_value **out, void *mem, char tc, size_t elem, size_t len, bool raw)
+{
+    struct layout lo;
+    if (out == NULL || mem == NULL)
+        return -EINVAL;
+    *out = NULL;
+    int r = plan(tc, len, &(mp_value_opts){.raw = raw, .size = elem}, &lo);
+    return r != 0 ? r : wrap(out, mem, tc, len, &lo, NULL);
 }
 
 static void
@@ -157,7 +242,9 @@ obj_close(obj *o)
         mp__sync_free(o->block, o->block_size);
     else
         mp__arena_free(o->block, o->block_size);
+    mp__pin pin = o->pin;
     mp__free(o);
+    mp__pin_drop(pin);
 }
 
 /* ---- element access -----------------------------------------------------------------------------
