@@ -128,10 +128,17 @@ stream_run(mp_queue *q, unsigned char *dst, uint64_t left, const mp__deadline *d
                 slice = *dl;
             int r =
                 mp__queue_wait(q, &h->ne, &q->spin_get, has_bytes, w_pos(hw), w_pos(hw), &slice);
-            if (r == -EINTR || (r == -ETIMEDOUT && mp__deadline_passed(dl)))
+            if (r == -EINTR)
                 return r;
-            if (r == -ETIMEDOUT)
+            if (r == -ETIMEDOUT) {
+                /* Probe also when the caller's own deadline ended the wait: with timeouts
+                 * shorter than LIVENESS_NS no slice would ever end first, and a dead
+                 * producer's stream would block every consumer for good. An ABORT chunk the
+                 * probe appends is taken at once, deadline or not. */
                 mp__queue_probe_producer(q);
+                if (mp__deadline_passed(dl) && !has_bytes(q, w_pos(hw)))
+                    return r;
+            }
             continue;
         }
         uint64_t ch = *ring_word(q, w_pos(hw));

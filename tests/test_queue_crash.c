@@ -136,6 +136,36 @@ test_queue_consumer_discards_stream_of_killed_producer(void **state)
     mp_queue_close(q);
 }
 
+/* Found by the torture test: a consumer whose every get has a timeout shorter than the
+ * producer-liveness interval must still notice a producer that died mid-stream, or the partial
+ * message blocks the queue for good. */
+static void
+test_queue_short_timeout_gets_discard_stream_of_killed_producer(void **state)
+{
+    (void)state;
+    if (!mp__fault_enabled())
+        skip();
+    mp_queue *q = open_queue(0, 4096, false);
+    crash c = {q, "queue.stream.chunk", 3, 100000, NULL};
+    pid_t prod = th_fork(child_put_killed, &c);
+    /* Wait until the stream has started, so the gets below are inside it. */
+    int64_t t0 = th_now_ms();
+    while (mp_queue_qsize(q) == 0 && th_now_ms() - t0 < 10000)
+        sched_yield();
+    assert_killed(prod);
+    void *p;
+    size_t len;
+    int r = -ETIMEDOUT;
+    t0 = th_now_ms();
+    while (r == -ETIMEDOUT && th_now_ms() - t0 < 3000)
+        r = mp_queue_get_alloc(q, &p, &len, 10);
+    assert_int_equal(r, -ETIMEDOUT); /* nothing whole to take... */
+    assert_int_equal(mp_queue_qsize(q), 0); /* ...and the partial message is gone */
+    put_str(q, "after");
+    expect_str(q, "after", 0);
+    mp_queue_close(q);
+}
+
 static void
 test_queue_next_producer_aborts_stream_of_killed_producer(void **state)
 {
@@ -392,6 +422,7 @@ main(void)
         cmocka_unit_test(test_queue_producer_killed_before_publish_leaves_no_trace),
         cmocka_unit_test(test_queue_consumer_killed_before_advancing_leaves_message),
         cmocka_unit_test(test_queue_consumer_discards_stream_of_killed_producer),
+        cmocka_unit_test(test_queue_short_timeout_gets_discard_stream_of_killed_producer),
         cmocka_unit_test(test_queue_next_producer_aborts_stream_of_killed_producer),
         cmocka_unit_test(test_queue_consumer_killed_mid_stream_loses_only_that_message),
         cmocka_unit_test(test_queue_get_timing_out_mid_stream_drops_that_message),
