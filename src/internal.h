@@ -84,6 +84,11 @@ int mp__futex_wake(_Atomic uint32_t *word, int n);
 int mp__mutex_init(pthread_mutex_t *m);
 int mp__mutex_lock(pthread_mutex_t *m, const mp__deadline *dl);
 int mp__mutex_consistent(pthread_mutex_t *m);
+/* mp__mutex_lock_raw - as mp__mutex_lock, returning pthread's codes (0, EOWNERDEAD, ETIMEDOUT,
+ * EDEADLK, ENOTRECOVERABLE). Every robust-mutex sleep in
+ * the library goes through it: it never sleeps longer than a short slice without looking at the
+ * lock again (see os.c for the robust-mutex hole this closes). */
+int mp__mutex_lock_raw(pthread_mutex_t *m, const mp__deadline *dl);
 /* mp__mutex_clocklock - pthread_mutex_clocklock on CLOCK_MONOTONIC (returns its error code, not
  * negated), made visible to ThreadSanitizer, which does not intercept it. */
 int mp__mutex_clocklock(pthread_mutex_t *m, const struct timespec *abs);

@@ -138,20 +138,38 @@ mp__mutex_clocklock(pthread_mutex_t *m, const struct timespec *abs)
 #endif
 }
 
+/* The longest a waiter sleeps on a robust mutex before it looks at the lock again.
+ *
+ * Why sleeps are bounded at all: robust mutexes have a hole that no kernel or glibc version
+ * closes. An unlock wakes one sleeper; if that sleeper is SIGKILLed before it re-marks the futex
+ * as contended, and a third thread took the free lock in between with a plain CAS (which clears
+ * the "waiters" bit), the kernel's robust-list cleanup sees a live owner and wakes nobody. The
+ * remaining sleepers then wait for a wake that never comes, although the lock is released a
+ * moment later. The crash torture test (tests/test_torture.c) hit exactly that. A waiter that
+ * wakes up every slice and retries turns "forever" into "at most one slice late". */
+#define ROBUST_SLICE_NS (50 * 1000000LL)
+
+int
+mp__mutex_lock_raw(pthread_mutex_t *m, const mp__deadline *dl)
+{
+    int r = pthread_mutex_trylock(m);
+    while (r == EBUSY) {
+        int64_t end = mp__now_ns() + ROBUST_SLICE_NS;
+        bool last = dl != NULL && !mp__deadline_forever(dl) && dl->abs_ns <= end;
+        if (last)
+            end = dl->abs_ns;
+        struct timespec ts = {.tv_sec = end / 1000000000, .tv_nsec = end % 1000000000};
+        r = mp__mutex_clocklock(m, &ts);
+        if (r == ETIMEDOUT && !last)
+            r = pthread_mutex_trylock(m);
+    }
+    return r;
+}
+
 int
 mp__mutex_lock(pthread_mutex_t *m, const mp__deadline *dl)
 {
-    /* The uncontended case costs one CAS either way; trying it first spares the slow paths the
-     * deadline arithmetic. */
-    int r = pthread_mutex_trylock(m);
-    if (r == EBUSY) {
-        if (dl == NULL || mp__deadline_forever(dl)) {
-            r = pthread_mutex_lock(m);
-        } else {
-            struct timespec ts = mp__deadline_ts(dl);
-            r = mp__mutex_clocklock(m, &ts);
-        }
-    }
+    int r = mp__mutex_lock_raw(m, dl);
     if (r == EOWNERDEAD)
         return MP_OWNERDEAD;
     return -r;

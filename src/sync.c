@@ -260,16 +260,12 @@ lock_took(mp_lock *l, int r)
 static int
 lock_acquire(mp_lock *l, int timeout_ms)
 {
-    if (timeout_ms == MP_FOREVER)
-        return lock_took(l, pthread_mutex_lock(&l->s->m));
     if (timeout_ms == MP_NOWAIT)
         return lock_took(l, pthread_mutex_trylock(&l->s->m));
-    if (timeout_ms < 0)
-        return -EINVAL;
     mp__deadline dl;
-    mp__deadline_init(&dl, timeout_ms);
-    struct timespec ts = mp__deadline_ts(&dl);
-    return lock_took(l, mp__mutex_clocklock(&l->s->m, &ts));
+    if (mp__deadline_init(&dl, timeout_ms) < 0)
+        return -EINVAL;
+    return lock_took(l, mp__mutex_lock_raw(&l->s->m, &dl));
 }
 
 int
@@ -280,14 +276,16 @@ mp_lock_acquire(mp_lock *l, int timeout_ms)
     lock_shm *s = l->s;
     if (MP__UNLIKELY(mp__sync_stale(&s->hdr, l->gen)))
         return -EBADF;
-    /* The common case inline: an uncontended or briefly contended lock without a deadline. */
+    /* The common case inline: an uncontended lock without a deadline. A busy one goes to
+     * lock_acquire, whose sleeps are bounded (see mp__mutex_lock_raw). */
     if (MP__LIKELY(timeout_ms == MP_FOREVER)) {
-        int r = pthread_mutex_lock(&s->m);
+        int r = pthread_mutex_trylock(&s->m);
         if (MP__LIKELY(r == 0)) {
             mp__fault("sync.lock.held");
             return 0;
         }
-        return lock_took(l, r);
+        if (r != EBUSY)
+            return lock_took(l, r);
     }
     return lock_acquire(l, timeout_ms);
 }
@@ -476,7 +474,7 @@ cond_wait(mp_condition *c, const mp__deadline *dl, bool nowait)
         int r = mp__futex_wait(&cs->seq, seq, dl);
         mp__fault("sync.cond.woken");
         /* The lock is re-taken without a deadline, as Python does, even after a timeout. */
-        int lr = pthread_mutex_lock(&ls->m);
+        int lr = mp__mutex_lock_raw(&ls->m, NULL);
         if (lr == EOWNERDEAD) {
             owner_died = true;
             pthread_mutex_consistent(&ls->m);
