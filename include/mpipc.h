@@ -550,6 +550,10 @@ typedef struct mp_queue_opts {
     size_t capacity;
     /* JoinableQueue: count unfinished tasks for mp_queue_task_done and mp_queue_join. */
     bool joinable;
+    /* Give the queue a readiness fd (mp_queue_fileno). Queues without it pay nothing for it;
+     * with it, a put that makes the queue non-empty and a get that empties it make one
+     * eventfd syscall each. */
+    bool fileno;
 } mp_queue_opts;
 
 /* mp_queue_open - create a queue; `opts` may be NULL (a SimpleQueue: no limits, 1 MiB ring).
@@ -597,6 +601,18 @@ MP_API int mp_queue_task_done(mp_queue *q);
  * a crash). Returns 0; -EAGAIN (MP_NOWAIT) or -ETIMEDOUT while tasks remain; -EINTR; -EINVAL
  * if the queue is not joinable. */
 MP_API int mp_queue_join(mp_queue *q, int timeout_ms);
+
+/* mp_queue_fileno - (beyond Python) an fd that polls readable (POLLIN) while the queue holds a
+ * message, for poll/epoll/select or mp_conn_wait, level-triggered, with any number of
+ * consumers polling it. Only for queues opened with `.fileno = true` (-EINVAL otherwise, or for
+ * NULL); it is the same fd in every process that inherited the queue, owned by the handle: poll
+ * it, never read, write or close it. It becomes readable before a put's message is visible and
+ * stops being readable when a get leaves the queue empty. Readiness may be spurious for a
+ * moment (a put in progress when the last message was taken, or a process killed inside a
+ * call); a get that finds the queue empty (MP_NOWAIT gives -EAGAIN) clears it, so a poller
+ * that reacts to readiness with get_nowait never spins. It is never missing while a message
+ * is queued. */
+MP_API int mp_queue_fileno(mp_queue *q);
 
 /* mp_queue_close - release this process's mapping and fd and free the handle (NULL is fine).
  * Other processes keep using the queue. Messages still queued are freed with the last handle. */

@@ -7,6 +7,9 @@
  */
 #include "queue.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 /* ---- waiting: bounded adaptive spin, then a futex word ------------------------------------ */
 
 /* mp__queue_wait - until ready(q, arg) or the deadline. The spin (which waits for
@@ -61,7 +64,7 @@ static bool
 can_put(mp_queue *q, uint64_t arg)
 {
     uint64_t t = atomic_load_explicit(&q->h->tail, memory_order_relaxed);
-    uint64_t h = atomic_load_explicit(&q->h->head, memory_order_acquire);
+    uint64_t h = atomic_load(&q->h->head); /* seq_cst: see wake() */
     return room_in(q, t, h, arg);
 }
 
@@ -70,7 +73,7 @@ can_get(mp_queue *q, uint64_t arg)
 {
     (void)arg;
     uint64_t h = atomic_load_explicit(&q->h->head, memory_order_relaxed);
-    uint64_t t = atomic_load_explicit(&q->h->tail, memory_order_acquire);
+    uint64_t t = atomic_load(&q->h->tail); /* seq_cst: see wake() */
     return w_seq(t) != w_seq(h);
 }
 
@@ -117,6 +120,13 @@ mp__queue_repair(mp_queue *q)
         if (atomic_load(&h->tail) == rt)
             mp__queue_task_drop(q);
     }
+    /* The dead holder may have been between the two steps of a raise or a clear: raise
+     * again (flag first), so that readiness errs towards "readable"; a get that finds the
+     * queue empty clears it. */
+    if (q->efd >= 0) {
+        atomic_store_explicit(&h->fd_ready, 1, memory_order_relaxed);
+        (void)eventfd_write(q->efd, 1);
+    }
 }
 
 static int
@@ -135,6 +145,24 @@ lock_producer(mp_queue *q, const mp__deadline *dl)
     return 0;
 }
 
+/* With plock held: make the eventfd readable before a message becomes visible, so that a
+ * poller never sees the queue hold a message while the fd is not readable. The flag is set
+ * before the counter is written, and a clear reads the counter before it drops the flag, so
+ * that a flag of 0 always means a counter of 0 (a get that finds the queue empty can trust
+ * it). A death between the two steps leaves the fd not readable while nothing is queued, which
+ * is right, and the next plock holder repairs it before any message is published. */
+void
+mp__queue_fd_raise(mp_queue *q)
+{
+    struct qhdr *h = q->h;
+    if (atomic_load_explicit(&h->fd_ready, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&h->fd_ready, 1, memory_order_relaxed);
+    /* A non-blocking eventfd write of 1 fails only if the counter is near 2^64. */
+    (void)eventfd_write(q->efd, 1);
+    mp__fault("queue.fd.raised");
+}
+
 /* Publish the tail that makes a new message visible. A JoinableQueue raises the unfinished
  * count first, with a record that lets a repairer undo the raise if this process dies before
  * the store. */
@@ -142,15 +170,17 @@ void
 mp__queue_publish(mp_queue *q, uint64_t old, uint64_t neww)
 {
     struct qhdr *h = q->h;
+    if (q->efd >= 0)
+        mp__queue_fd_raise(q);
     if (h->joinable) {
         atomic_store(&h->rec_tail, old);
         atomic_store(&h->rec_active, 1);
         atomic_fetch_add(&h->unfinished, 1);
         mp__fault("queue.put.counted");
-        atomic_store_explicit(&h->tail, neww, memory_order_release);
+        publish(&h->tail, neww);
         atomic_store_explicit(&h->rec_active, 0, memory_order_release);
     } else {
-        atomic_store_explicit(&h->tail, neww, memory_order_release);
+        publish(&h->tail, neww);
     }
 }
 
@@ -235,6 +265,43 @@ lock_consumer(mp_queue *q, const mp__deadline *dl)
     return r;
 }
 
+/* With clock held: clear the eventfd's readiness if the queue is empty. Only while also holding
+ * plock, so that no put is between its raise and its publish. After a successful get it only
+ * tries plock: when a producer holds it, its message is on the way and the fd stays readable.
+ * A get that found the queue empty (ld not NULL) waits for plock until ld instead: the fd was
+ * raised by a put that is about to publish, so the get takes that message rather than failing
+ * on a readable fd (true: look again). The counter is read (cleared) before the flag drops: a
+ * death in between dies holding plock, and the repair raises again. */
+static bool
+settle_fd(mp_queue *q, const mp__deadline *ld)
+{
+    struct qhdr *h = q->h;
+    if (!atomic_load_explicit(&h->fd_ready, memory_order_relaxed))
+        return false;
+    uint64_t hw = atomic_load_explicit(&h->head, memory_order_relaxed);
+    if (w_seq(atomic_load_explicit(&h->tail, memory_order_acquire)) != w_seq(hw))
+        return false;
+    int r = ld != NULL ? mp__mutex_lock(&h->plock, ld) : -pthread_mutex_trylock(&h->plock);
+    if (r == -EOWNERDEAD || r == MP_OWNERDEAD) {
+        mp__queue_repair(q);
+        mp__mutex_consistent(&h->plock);
+    } else if (r != 0) {
+        return false;
+    }
+    uint64_t t = atomic_load_explicit(&h->tail, memory_order_relaxed);
+    if (t & F_STREAM)
+        mp__queue_abort(q); /* its producer is gone: the aborted message is still queued */
+    bool empty = w_seq(atomic_load_explicit(&h->tail, memory_order_relaxed)) == w_seq(hw);
+    if (empty) {
+        eventfd_t v;
+        (void)eventfd_read(q->efd, &v); /* EAGAIN when a dead clearer already read it */
+        mp__fault("queue.fd.cleared");
+        atomic_store_explicit(&h->fd_ready, 0, memory_order_relaxed);
+    }
+    mp__mutex_unlock(&h->plock);
+    return !empty;
+}
+
 /* With clock held and a message at the head: take it into buf (or a new buffer when abuf is
  * set). 0, STREAM_DISCARDED (look at the next message), or a negative error. */
 static int
@@ -259,8 +326,7 @@ take(mp_queue *q, uint64_t hw, void *buf, size_t cap, void **abuf, size_t *lenp,
     if (frame <= q->cap) {
         ring_read(q, w_pos(hw) + HDR, dst, len);
         mp__fault("queue.get.copied");
-        atomic_store_explicit(&h->head, w_make(w_pos(hw) + frame, w_seq(hw) + 1, 0),
-                              memory_order_release);
+        publish(&h->head, w_make(w_pos(hw) + frame, w_seq(hw) + 1, 0));
         r = 0;
     } else {
         r = mp__queue_stream_take(q, hw, len, dst, dl);
@@ -283,7 +349,11 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
         return r;
     struct qhdr *h = q->h;
     bool nowait = timeout_ms == MP_NOWAIT;
-    if (nowait && !can_get(q, 0))
+    /* With a fileno, an empty queue whose fd reads ready takes the locked path: a put is about
+     * to publish (the get then takes its message) or a death left the fd raised (the get
+     * clears it). This is the get a poller makes when the fd is readable. */
+    if (nowait && !can_get(q, 0) &&
+        (q->efd < 0 || !atomic_load_explicit(&h->fd_ready, memory_order_relaxed)))
         return -EAGAIN;
     mp__deadline ld = lock_deadline(&dl, nowait);
     for (;;) {
@@ -300,12 +370,17 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
                 atomic_store_explicit(&h->tail_cache, t, memory_order_relaxed);
             }
             if (w_seq(t) == w_seq(hw)) {
+                /* With a fileno: the put that raised the fd has now published. */
+                if (q->efd >= 0 && settle_fd(q, &ld))
+                    continue;
                 r = -EAGAIN;
                 break;
             }
             if ((r = take(q, hw, buf, cap, abuf, lenp, &dl, nowait)) != STREAM_DISCARDED)
                 break;
         }
+        if (q->efd >= 0 && r != -EAGAIN)
+            settle_fd(q, NULL);
         mp__mutex_unlock(&h->clock);
         if (r != -EAGAIN || nowait) {
             if (r == 0)
@@ -365,6 +440,13 @@ mp_queue_open(mp_queue **out, const mp_queue_opts *opts)
     }
     struct qhdr *h = q->seg.addr;
     q->h = h;
+    q->efd = -1;
+    if (opts->fileno && (q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        r = -errno;
+        mp__seg_close(&q->seg);
+        mp__free(q);
+        return r;
+    }
     q->ring = (unsigned char *)q->seg.addr + hsize;
     q->cap = cap;
     q->mask = cap - 1;
@@ -374,6 +456,8 @@ mp_queue_open(mp_queue **out, const mp_queue_opts *opts)
     h->maxsize = opts->maxsize;
     h->joinable = opts->joinable;
     if ((r = mp__mutex_init(&h->plock)) < 0 || (r = mp__mutex_init(&h->clock)) < 0) {
+        if (q->efd >= 0)
+            close(q->efd);
         mp__seg_close(&q->seg);
         mp__free(q);
         return r;
@@ -387,8 +471,18 @@ mp_queue_close(mp_queue *q)
 {
     if (q == NULL)
         return;
+    if (q->efd >= 0)
+        close(q->efd);
     mp__seg_close(&q->seg);
     mp__free(q);
+}
+
+int
+mp_queue_fileno(mp_queue *q)
+{
+    if (q == NULL || q->efd < 0)
+        return -EINVAL;
+    return q->efd;
 }
 
 int
@@ -432,7 +526,7 @@ static bool
 all_done(mp_queue *q, uint64_t arg)
 {
     (void)arg;
-    return atomic_load_explicit(&q->h->unfinished, memory_order_acquire) == 0;
+    return atomic_load(&q->h->unfinished) == 0; /* seq_cst: see wake() */
 }
 
 int
