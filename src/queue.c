@@ -265,28 +265,30 @@ lock_consumer(mp_queue *q, const mp__deadline *dl)
     return r;
 }
 
+enum { SETTLED, SETTLE_AGAIN, SETTLE_BUSY };
+
 /* With clock held: clear the eventfd's readiness if the queue is empty. Only while also holding
- * plock, so that no put is between its raise and its publish. After a successful get it only
- * tries plock: when a producer holds it, its message is on the way and the fd stays readable.
- * A get that found the queue empty (ld not NULL) waits for plock until ld instead: the fd was
- * raised by a put that is about to publish, so the get takes that message rather than failing
- * on a readable fd (true: look again). The counter is read (cleared) before the flag drops: a
- * death in between dies holding plock, and the repair raises again. */
-static bool
-settle_fd(mp_queue *q, const mp__deadline *ld)
+ * plock (tried, never waited for: a streaming producer holds it until consumers have read its
+ * message), so that no put is between its raise and its publish. SETTLE_AGAIN: a message was
+ * published meanwhile; SETTLE_BUSY: the fd is raised, the queue empty and a producer holds
+ * plock, so a put is probably about to publish (a get_nowait waits briefly for it rather than
+ * fail on a readable fd). The counter is read (cleared) before the flag drops: a death in
+ * between dies holding plock, and the repair raises again. */
+static int
+settle_fd(mp_queue *q)
 {
     struct qhdr *h = q->h;
     if (!atomic_load_explicit(&h->fd_ready, memory_order_relaxed))
-        return false;
+        return SETTLED;
     uint64_t hw = atomic_load_explicit(&h->head, memory_order_relaxed);
     if (w_seq(atomic_load_explicit(&h->tail, memory_order_acquire)) != w_seq(hw))
-        return false;
-    int r = ld != NULL ? mp__mutex_lock(&h->plock, ld) : -pthread_mutex_trylock(&h->plock);
-    if (r == -EOWNERDEAD || r == MP_OWNERDEAD) {
+        return SETTLED;
+    int r = pthread_mutex_trylock(&h->plock);
+    if (r == EOWNERDEAD) {
         mp__queue_repair(q);
         mp__mutex_consistent(&h->plock);
     } else if (r != 0) {
-        return false;
+        return SETTLE_BUSY;
     }
     uint64_t t = atomic_load_explicit(&h->tail, memory_order_relaxed);
     if (t & F_STREAM)
@@ -299,7 +301,7 @@ settle_fd(mp_queue *q, const mp__deadline *ld)
         atomic_store_explicit(&h->fd_ready, 0, memory_order_relaxed);
     }
     mp__mutex_unlock(&h->plock);
-    return !empty;
+    return empty ? SETTLED : SETTLE_AGAIN;
 }
 
 /* With clock held and a message at the head: take it into buf (or a new buffer when abuf is
@@ -359,6 +361,7 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
     for (;;) {
         if ((r = lock_consumer(q, &ld)) < 0)
             return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
+        bool pending = false;
         for (;;) {
             if (atomic_load_explicit(&h->c_active, memory_order_relaxed) &&
                 (r = mp__queue_stream_resume(q, &dl)) < 0)
@@ -370,9 +373,10 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
                 atomic_store_explicit(&h->tail_cache, t, memory_order_relaxed);
             }
             if (w_seq(t) == w_seq(hw)) {
-                /* With a fileno: the put that raised the fd has now published. */
-                if (q->efd >= 0 && settle_fd(q, &ld))
+                int s = q->efd >= 0 ? settle_fd(q) : SETTLED;
+                if (s == SETTLE_AGAIN)
                     continue;
+                pending = s == SETTLE_BUSY;
                 r = -EAGAIN;
                 break;
             }
@@ -380,17 +384,19 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
                 break;
         }
         if (q->efd >= 0 && r != -EAGAIN)
-            settle_fd(q, NULL);
+            settle_fd(q);
         mp__mutex_unlock(&h->clock);
-        if (r != -EAGAIN || nowait) {
+        if (r != -EAGAIN || (nowait && !pending)) {
             if (r == 0)
                 wake(&h->nf);
             return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
         }
-        r = mp__queue_wait(q, &h->ne, &q->spin_get, can_get, 0, 0, &dl);
+        /* MP_NOWAIT with a put about to publish waits for it as for a lock (ld). */
+        r = mp__queue_wait(q, &h->ne, &q->spin_get, can_get, 0, 0, nowait ? &ld : &dl);
         if (r < 0)
-            return r;
-        ld = dl;
+            return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
+        if (!nowait)
+            ld = dl;
     }
 }
 
