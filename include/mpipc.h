@@ -545,7 +545,9 @@ typedef struct mp_queue_opts {
     /* Python's maxsize: the most messages the queue holds; put blocks beyond it. 0 means no
      * limit by count (only the ring's bytes limit it). Less than 2^29. */
     size_t maxsize;
-    /* Ring size in bytes, rounded up to a power of two, 64 B .. 4 GiB. 0 gives 1 MiB.
+    /* Ring size in bytes, rounded up to a power of two, 64 B .. 4 GiB. 0 gives 4 MiB, which
+     * holds three 1 MiB messages, so that a producer copies one while a consumer copies
+     * another; messages larger than a quarter of the ring move at about half the speed.
      * The memory is reserved at open (-ENOSPC if /dev/shm is full). */
     size_t capacity;
     /* JoinableQueue: count unfinished tasks for mp_queue_task_done and mp_queue_join. */
@@ -556,7 +558,7 @@ typedef struct mp_queue_opts {
     bool fileno;
 } mp_queue_opts;
 
-/* mp_queue_open - create a queue; `opts` may be NULL (a SimpleQueue: no limits, 1 MiB ring).
+/* mp_queue_open - create a queue; `opts` may be NULL (a SimpleQueue: no limits, 4 MiB ring).
  * Returns 0, -EINVAL (NULL out, maxsize or capacity out of range), -ENOMEM, -ENOSPC, -EMFILE. */
 MP_API int mp_queue_open(mp_queue **out, const mp_queue_opts *opts);
 

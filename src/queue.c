@@ -229,12 +229,16 @@ mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
         if (stream) {
             r = mp__queue_put_stream(q, data, len, &dl);
             mp__mutex_unlock(&h->plock);
+            if (q->efd >= 0)
+                mp__queue_fd_released(q);
             return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
         }
         t = atomic_load_explicit(&h->tail, memory_order_relaxed);
         if (mp__queue_room_locked(q, t, frame | NEED_COUNT))
             break;
         mp__mutex_unlock(&h->plock);
+        if (q->efd >= 0)
+            mp__queue_fd_released(q);
         if (nowait)
             return -EAGAIN;
         if ((r = mp__queue_put_wait(q, frame | NEED_COUNT, &dl)) < 0)
@@ -247,6 +251,8 @@ mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
     mp__queue_publish(q, t, w_make(w_pos(t) + frame, w_seq(t) + 1, 0));
     mp__mutex_unlock(&h->plock);
     wake(&h->ne);
+    if (q->efd >= 0)
+        mp__queue_fd_released(q);
     return 0;
 }
 
@@ -267,22 +273,26 @@ lock_consumer(mp_queue *q, const mp__deadline *dl)
 
 enum { SETTLED, SETTLE_AGAIN, SETTLE_BUSY };
 
+static bool
+queue_empty(struct qhdr *h)
+{
+    uint64_t hw = atomic_load(&h->head);
+    return w_seq(atomic_load(&h->tail)) == w_seq(hw);
+}
+
 /* With clock held: clear the eventfd's readiness if the queue is empty. Only while also holding
  * plock (tried, never waited for: a streaming producer holds it until consumers have read its
  * message), so that no put is between its raise and its publish. SETTLE_AGAIN: a message was
- * published meanwhile; SETTLE_BUSY: the fd is raised, the queue empty and a producer holds
- * plock, so a put is probably about to publish (a get_nowait waits briefly for it rather than
- * fail on a readable fd). The counter is read (cleared) before the flag drops: a death in
- * between dies holding plock, and the repair raises again. */
+ * published meanwhile; SETTLE_BUSY: plock is held, fd_pending is set, and its holder clears
+ * after its release (or publishes a message). The counter is read (cleared) before the flag
+ * drops: a death in between dies holding plock, and the repair raises again. */
 static int
 settle_fd(mp_queue *q)
 {
     struct qhdr *h = q->h;
-    if (!atomic_load_explicit(&h->fd_ready, memory_order_relaxed))
+    if (!atomic_load_explicit(&h->fd_ready, memory_order_relaxed) || !queue_empty(h))
         return SETTLED;
-    uint64_t hw = atomic_load_explicit(&h->head, memory_order_relaxed);
-    if (w_seq(atomic_load_explicit(&h->tail, memory_order_acquire)) != w_seq(hw))
-        return SETTLED;
+    atomic_store(&h->fd_pending, 1);
     int r = pthread_mutex_trylock(&h->plock);
     if (r == EOWNERDEAD) {
         mp__queue_repair(q);
@@ -290,10 +300,11 @@ settle_fd(mp_queue *q)
     } else if (r != 0) {
         return SETTLE_BUSY;
     }
+    atomic_store(&h->fd_pending, 0);
     uint64_t t = atomic_load_explicit(&h->tail, memory_order_relaxed);
     if (t & F_STREAM)
         mp__queue_abort(q); /* its producer is gone: the aborted message is still queued */
-    bool empty = w_seq(atomic_load_explicit(&h->tail, memory_order_relaxed)) == w_seq(hw);
+    bool empty = queue_empty(h);
     if (empty) {
         eventfd_t v;
         (void)eventfd_read(q->efd, &v); /* EAGAIN when a dead clearer already read it */
@@ -302,6 +313,30 @@ settle_fd(mp_queue *q)
     }
     mp__mutex_unlock(&h->plock);
     return empty ? SETTLED : SETTLE_AGAIN;
+}
+
+/* mp__queue_fd_released - after releasing plock or clock (holding neither): clear the
+ * readiness if a clear is pending or due. A busy clock means its holder will look after its
+ * own release (fd_pending is set before the trylock). */
+void
+mp__queue_fd_released(mp_queue *q)
+{
+    struct qhdr *h = q->h;
+    if (!atomic_load(&h->fd_pending) &&
+        !(atomic_load_explicit(&h->fd_ready, memory_order_relaxed) && queue_empty(h)))
+        return;
+    atomic_store(&h->fd_pending, 1);
+    int r = pthread_mutex_trylock(&h->clock);
+    if (r != 0 && r != EOWNERDEAD)
+        return;
+    if (r == EOWNERDEAD)
+        mp__mutex_consistent(&h->clock); /* see lock_consumer */
+    if (!atomic_load_explicit(&h->fd_ready, memory_order_relaxed))
+        atomic_store(&h->fd_pending, 0);
+    else
+        settle_fd(q);
+    mp__mutex_unlock(&h->clock);
+    /* A settle that found plock busy left fd_pending set for plock's holder. */
 }
 
 /* With clock held and a message at the head: take it into buf (or a new buffer when abuf is
@@ -383,9 +418,9 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
             if ((r = take(q, hw, buf, cap, abuf, lenp, &dl, nowait)) != STREAM_DISCARDED)
                 break;
         }
-        if (q->efd >= 0 && r != -EAGAIN)
-            settle_fd(q);
         mp__mutex_unlock(&h->clock);
+        if (q->efd >= 0)
+            mp__queue_fd_released(q);
         if (r != -EAGAIN || (nowait && !pending)) {
             if (r == 0)
                 wake(&h->nf);

@@ -38,6 +38,9 @@
  *    the queue empty; fd_ready mirrors it (0 implies a zero counter). Whoever takes plock
  *    after its holder died raises it unconditionally. A readiness left over from a death
  *    (raised, never published) is cleared by the next get that finds the queue empty.
+ *    A clear needs both locks, taken with trylock; when one is busy the would-be clearer sets
+ *    fd_pending, and every release of either lock checks fd_pending afterwards (seq_cst on
+ *    both sides), so the last releaser clears.
  *  - JoinableQueue: the unfinished count is raised before the message is published; a record
  *    of the tail at that moment lets a repairing producer undo the raise if the publish never
  *    happened. A message that is dropped (aborted or skipped) is counted as done.
@@ -59,7 +62,7 @@
 #define HDR 8u
 #define MIN_CAPACITY 64u
 #define MAX_CAPACITY (UINT64_C(1) << 32)
-#define DEFAULT_CAPACITY (UINT64_C(1) << 20)
+#define DEFAULT_CAPACITY (UINT64_C(4) << 20)
 #define LEFT_UNSTARTED UINT64_MAX
 #define LIVENESS_NS (50 * 1000000LL)
 #define NOWAIT_LOCK_NS (50 * 1000000LL)
@@ -87,6 +90,7 @@ struct qhdr {
     _Atomic uint64_t rec_tail;   /* JoinableQueue: tail before the publish in progress */
     _Atomic uint32_t rec_active;
     _Atomic uint32_t fd_ready; /* the eventfd's counter is non-zero (queues with a fileno) */
+    _Atomic uint32_t fd_pending; /* a clear was due but a lock was busy: its holder clears */
 
     alignas(CACHELINE) pthread_mutex_t clock;
     /* Consumer side, written only under clock. */
@@ -233,6 +237,7 @@ typedef bool (*mp__queue_ready)(mp_queue *q, uint64_t arg);
 
 /* queue.c */
 void mp__queue_fd_raise(mp_queue *q);
+void mp__queue_fd_released(mp_queue *q);
 int mp__queue_wait(mp_queue *q, struct waitq *w, _Atomic unsigned *est, mp__queue_ready ready,
                    uint64_t arg, uint64_t spin_arg, const mp__deadline *dl);
 bool mp__queue_room_locked(mp_queue *q, uint64_t t, uint64_t arg);
