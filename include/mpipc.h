@@ -523,11 +523,11 @@ MP_API int mp_conn_recv_conn(mp_conn *c, mp_conn **out, int timeout_ms);
  * waiting for the other side: with MP_NOWAIT, put returns -EAGAIN for them and get returns
  * -EAGAIN while one is at the head.
  *
- * Crossing fork(): a child forked after mp_queue_open inherits the handle and may put, get,
- * task_done, join and close it; all handles of one queue, in every process, are equal. The
- * handle's fd is O_CLOEXEC, so exec'd programs do not inherit it. The queue lives until the
- * last process holding it closes it (or exits). Thread safety: a handle may be used from
- * several threads at once.
+ * Crossing fork(): a child forked after mp_queue_open inherits the handle (and its
+ * mp_queue_fileno) and may put, get, poll, task_done, join and close it; all handles of one
+ * queue, in every process, are equal. The handle's fds are O_CLOEXEC, so exec'd programs do
+ * not inherit them. The queue lives until the last process holding it closes it (or exits).
+ * Thread safety: a handle may be used from several threads at once.
  *
  * Crash safety: a process killed at any point inside a call never blocks or corrupts the
  * others. A producer killed while putting a message that fits the ring leaves no trace. A
@@ -605,15 +605,16 @@ MP_API int mp_queue_task_done(mp_queue *q);
 MP_API int mp_queue_join(mp_queue *q, int timeout_ms);
 
 /* mp_queue_fileno - (beyond Python) an fd that polls readable (POLLIN) while the queue holds a
- * message, for poll/epoll/select or mp_conn_wait, level-triggered, with any number of
- * consumers polling it. Only for queues opened with `.fileno = true` (-EINVAL otherwise, or for
- * NULL); it is the same fd in every process that inherited the queue, owned by the handle: poll
- * it, never read, write or close it. It becomes readable before a put's message is visible and
- * stops being readable when a get leaves the queue empty. Readiness may be spurious for a
- * moment (a put in progress when the last message was taken, or a process killed inside a
- * call); a get that finds the queue empty (MP_NOWAIT gives -EAGAIN) clears it, so a poller
- * that reacts to readiness with get_nowait never spins. It is never missing while a message
- * is queued. */
+ * message, for poll/epoll/select or mp_conn_wait: level-triggered, any number of consumers may
+ * poll it. Only for queues opened with `.fileno = true` (-EINVAL otherwise, or for NULL). It is
+ * the same fd in every process that inherited the queue and is owned by the handle: poll it,
+ * never read, write or close it. A put raises it before its message becomes visible; the get
+ * that leaves the queue empty clears it. It is never missing while a message is queued, even
+ * after crashes. It can be readable with nothing queued: while a put is about to publish (a
+ * get with MP_NOWAIT then waits for that put, at most 50 ms, rather than fail), when another
+ * consumer took the message first, or after a process was killed inside a call; a get that
+ * finds the queue empty (-EAGAIN) clears such a readiness, so a poller that answers readiness
+ * with get(MP_NOWAIT) never spins. */
 MP_API int mp_queue_fileno(mp_queue *q);
 
 /* mp_queue_close - release this process's mapping and fd and free the handle (NULL is fine).

@@ -106,6 +106,8 @@ mp__queue_task_drop(mp_queue *q)
     return 0;
 }
 
+static void fd_released(mp_queue *q);
+
 /* ---- producer side -------------------------------------------------------------------------- */
 
 /* With plock held after EOWNERDEAD: undo the unfinished raise of a publish that never
@@ -151,8 +153,8 @@ lock_producer(mp_queue *q, const mp__deadline *dl)
  * that a flag of 0 always means a counter of 0 (a get that finds the queue empty can trust
  * it). A death between the two steps leaves the fd not readable while nothing is queued, which
  * is right, and the next plock holder repairs it before any message is published. */
-void
-mp__queue_fd_raise(mp_queue *q)
+static void
+fd_raise(mp_queue *q)
 {
     struct qhdr *h = q->h;
     if (atomic_load_explicit(&h->fd_ready, memory_order_relaxed))
@@ -171,7 +173,7 @@ mp__queue_publish(mp_queue *q, uint64_t old, uint64_t neww)
 {
     struct qhdr *h = q->h;
     if (q->efd >= 0)
-        mp__queue_fd_raise(q);
+        fd_raise(q);
     if (h->joinable) {
         atomic_store(&h->rec_tail, old);
         atomic_store(&h->rec_active, 1);
@@ -230,7 +232,7 @@ mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
             r = mp__queue_put_stream(q, data, len, &dl);
             mp__mutex_unlock(&h->plock);
             if (q->efd >= 0)
-                mp__queue_fd_released(q);
+                fd_released(q);
             return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
         }
         t = atomic_load_explicit(&h->tail, memory_order_relaxed);
@@ -238,7 +240,7 @@ mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
             break;
         mp__mutex_unlock(&h->plock);
         if (q->efd >= 0)
-            mp__queue_fd_released(q);
+            fd_released(q);
         if (nowait)
             return -EAGAIN;
         if ((r = mp__queue_put_wait(q, frame | NEED_COUNT, &dl)) < 0)
@@ -252,7 +254,7 @@ mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
     mp__mutex_unlock(&h->plock);
     wake(&h->ne);
     if (q->efd >= 0)
-        mp__queue_fd_released(q);
+        fd_released(q);
     return 0;
 }
 
@@ -293,6 +295,7 @@ settle_fd(mp_queue *q)
     if (!atomic_load_explicit(&h->fd_ready, memory_order_relaxed) || !queue_empty(h))
         return SETTLED;
     atomic_store(&h->fd_pending, 1);
+    atomic_thread_fence(memory_order_seq_cst); /* see fd_released */
     int r = pthread_mutex_trylock(&h->plock);
     if (r == EOWNERDEAD) {
         mp__queue_repair(q);
@@ -315,17 +318,21 @@ settle_fd(mp_queue *q)
     return empty ? SETTLED : SETTLE_AGAIN;
 }
 
-/* mp__queue_fd_released - after releasing plock or clock (holding neither): clear the
- * readiness if a clear is pending or due. A busy clock means its holder will look after its
- * own release (fd_pending is set before the trylock). */
-void
-mp__queue_fd_released(mp_queue *q)
+/* fd_released - after releasing plock or clock (holding neither): clear the readiness if a
+ * clear is pending or due. Setting fd_pending and then trying a lock, against releasing the
+ * lock and then reading fd_pending, is the store-then-load pattern that needs a full fence on
+ * both sides (the lock operations themselves are only acquire and release): then either the
+ * clearer gets the lock or the releaser sees fd_pending. */
+static void
+fd_released(mp_queue *q)
 {
     struct qhdr *h = q->h;
+    atomic_thread_fence(memory_order_seq_cst);
     if (!atomic_load(&h->fd_pending) &&
         !(atomic_load_explicit(&h->fd_ready, memory_order_relaxed) && queue_empty(h)))
         return;
     atomic_store(&h->fd_pending, 1);
+    atomic_thread_fence(memory_order_seq_cst);
     int r = pthread_mutex_trylock(&h->clock);
     if (r != 0 && r != EOWNERDEAD)
         return;
@@ -420,7 +427,7 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
         }
         mp__mutex_unlock(&h->clock);
         if (q->efd >= 0)
-            mp__queue_fd_released(q);
+            fd_released(q);
         if (r != -EAGAIN || (nowait && !pending)) {
             if (r == 0)
                 wake(&h->nf);

@@ -236,8 +236,6 @@ room_in(mp_queue *q, uint64_t t, uint64_t h, uint64_t arg)
 typedef bool (*mp__queue_ready)(mp_queue *q, uint64_t arg);
 
 /* queue.c */
-void mp__queue_fd_raise(mp_queue *q);
-void mp__queue_fd_released(mp_queue *q);
 int mp__queue_wait(mp_queue *q, struct waitq *w, _Atomic unsigned *est, mp__queue_ready ready,
                    uint64_t arg, uint64_t spin_arg, const mp__deadline *dl);
 bool mp__queue_room_locked(mp_queue *q, uint64_t t, uint64_t arg);
