@@ -214,6 +214,20 @@ test_queue_fileno_works_in_mp_conn_wait_beside_a_pipe(void **state)
     mp_queue_close(q);
 }
 
+/* gate_wait with a bound, so that a failed peer fails the test instead of hanging it. */
+static bool
+gate_wait_for(gate *g, int timeout_ms)
+{
+    mp__deadline dl;
+    if (mp__deadline_init(&dl, timeout_ms) < 0)
+        return false;
+    while (atomic_load(&g->open) == 0) {
+        if (mp__futex_wait(&g->open, 0, &dl) == -ETIMEDOUT)
+            return atomic_load(&g->open) != 0;
+    }
+    return true;
+}
+
 typedef struct across {
     mp_queue *q;
     gate *took, *answer, *done;
@@ -234,9 +248,9 @@ child_fork_peer(void *arg)
     CHILD_CHECK(len == 4 && memcmp(buf, "ping", 4) == 0);
     CHILD_CHECK(readable(fd, 0) == 0);
     gate_open(c->took);
-    gate_wait(c->answer);
+    CHILD_CHECK(gate_wait_for(c->answer, 10000));
     CHILD_CHECK(mp_queue_put(c->q, "pong", 4, 1000) == 0);
-    gate_wait(c->done);
+    CHILD_CHECK(gate_wait_for(c->done, 10000));
     CHILD_CHECK(readable(fd, 0) == 0);
     mp_queue_close(c->q);
     return 0;
@@ -250,7 +264,7 @@ test_queue_fileno_is_inherited_across_fork(void **state)
     int fd = mp_queue_fileno(c.q);
     pid_t pid = th_fork(child_fork_peer, &c);
     put_str(c.q, "ping");
-    gate_wait(c.took);
+    assert_true(gate_wait_for(c.took, 10000));
     assert_int_equal(readable(fd, 0), 0);
     gate_open(c.answer);
     assert_int_equal(readable(fd, 10000), 1);
