@@ -89,6 +89,28 @@ mp__queue_room_locked(mp_queue *q, uint64_t t, uint64_t arg)
     return room_in(q, t, hw, arg);
 }
 
+/* ---- locks --------------------------------------------------------------------------------- */
+
+/* queue_lock - mp__mutex_lock, after a short spin of spaced trylocks when more than one CPU is
+ * available. The queue's locks are held only to copy a message (or, rarely, for a whole stream),
+ * and glibc's robust mutexes go straight to a futex sleep when busy: a contended acquisition
+ * (several producers or consumers, or a clear of a queue's fileno, which takes both locks)
+ * then costs two syscalls and a wake-up latency instead of a few hundred nanoseconds. */
+static int
+queue_lock(mp_queue *q, pthread_mutex_t *m, const mp__deadline *dl)
+{
+    for (int i = 0; q->spin && i < LOCK_SPIN; i++) {
+        int r = pthread_mutex_trylock(m);
+        if (r == 0 || r == EOWNERDEAD)
+            return r == 0 ? 0 : MP_OWNERDEAD;
+        if (r != EBUSY)
+            return -r;
+        for (int k = 0; k < 8; k++)
+            cpu_relax();
+    }
+    return mp__mutex_lock(m, dl);
+}
+
 /* ---- JoinableQueue counter ------------------------------------------------------------------ */
 
 /* Lower the unfinished count; -EINVAL (and no change) when it is already 0. */
@@ -135,7 +157,7 @@ static int
 lock_producer(mp_queue *q, const mp__deadline *dl)
 {
     struct qhdr *h = q->h;
-    int r = mp__mutex_lock(&h->plock, dl);
+    int r = queue_lock(q, &h->plock, dl);
     if (r < 0)
         return r;
     if (r == MP_OWNERDEAD) {
@@ -263,7 +285,7 @@ mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
 static int
 lock_consumer(mp_queue *q, const mp__deadline *dl)
 {
-    int r = mp__mutex_lock(&q->h->clock, dl);
+    int r = queue_lock(q, &q->h->clock, dl);
     if (r == MP_OWNERDEAD) {
         /* The consumer state is kept consistent store by store: an interrupted copy left its
          * message in place, and an interrupted stream is resumed from its record. */

@@ -68,6 +68,7 @@
 #define NOWAIT_LOCK_NS (50 * 1000000LL)
 #define SPIN_MIN 400u /* about 10 us of pauses: a peer that is running answers within it */
 #define SPIN_MAX 2000u
+#define LOCK_SPIN 32 /* spaced trylocks (about 5 us) before sleeping on a busy lock */
 
 enum { STREAM_DONE = 0, STREAM_DISCARDED = 1 };
 
