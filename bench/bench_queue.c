@@ -136,8 +136,7 @@ static int
 open_transport(work *w)
 {
     if (w->kind == IMPL_QUEUE)
-        return mp_queue_open(&w->q,
-                             &(mp_queue_opts){.capacity = w->capacity, .fileno = w->fileno});
+        return mp_queue_open(&w->q, &(mp_queue_opts){.capacity = w->capacity, .fileno = w->fileno});
     int type = w->nprod > 1 || w->ncons > 1 ? SOCK_SEQPACKET : SOCK_STREAM;
     if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, w->fd) != 0)
         return -1;

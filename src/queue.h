@@ -53,7 +53,7 @@
 #include <stdalign.h>
 #include <string.h>
 
-#define CACHELINE 128
+#define CACHELINE 128 /* apart by a cache line and its adjacent-line prefetch partner */
 #define POS_MASK ((UINT64_C(1) << 33) - 1)
 #define SEQ_SHIFT 33
 #define SEQ_MASK ((UINT32_C(1) << 30) - 1)
@@ -90,7 +90,7 @@ struct qhdr {
     _Atomic uint64_t head_cache; /* a recent head, so a put rarely reads the consumers' line */
     _Atomic uint64_t rec_tail;   /* JoinableQueue: tail before the publish in progress */
     _Atomic uint32_t rec_active;
-    _Atomic uint32_t fd_ready; /* the eventfd's counter is non-zero (queues with a fileno) */
+    _Atomic uint32_t fd_ready;   /* the eventfd's counter is non-zero (queues with a fileno) */
     _Atomic uint32_t fd_pending; /* a clear was due but a lock was busy: its holder clears */
 
     alignas(CACHELINE) pthread_mutex_t clock;
