@@ -307,16 +307,15 @@ queue_empty(struct qhdr *h)
 /* With clock held: clear the eventfd's readiness if the queue is empty. Only while also holding
  * plock (tried, never waited for: a streaming producer holds it until consumers have read its
  * message), so that no put is between its raise and its publish. SETTLE_AGAIN: a message was
- * published meanwhile; SETTLE_BUSY: plock is held, fd_pending is set, and its holder clears
- * after its release (or publishes a message). The counter is read (cleared) before the flag
- * drops: a death in between dies holding plock, and the repair raises again. */
+ * published meanwhile; SETTLE_BUSY: plock is held, and its holder looks again after its
+ * release (fd_released). The counter is read (cleared) before the flag drops: a death in
+ * between dies holding plock, and the repair raises again. */
 static int
 settle_fd(mp_queue *q)
 {
     struct qhdr *h = q->h;
     if (!atomic_load_explicit(&h->fd_ready, memory_order_relaxed) || !queue_empty(h))
         return SETTLED;
-    atomic_store(&h->fd_pending, 1);
     atomic_thread_fence(memory_order_seq_cst); /* see fd_released */
     int r = pthread_mutex_trylock(&h->plock);
     if (r == EOWNERDEAD) {
@@ -325,7 +324,6 @@ settle_fd(mp_queue *q)
     } else if (r != 0) {
         return SETTLE_BUSY;
     }
-    atomic_store(&h->fd_pending, 0);
     uint64_t t = atomic_load_explicit(&h->tail, memory_order_relaxed);
     if (t & F_STREAM)
         mp__queue_abort(q); /* its producer is gone: the aborted message is still queued */
@@ -340,32 +338,27 @@ settle_fd(mp_queue *q)
     return empty ? SETTLED : SETTLE_AGAIN;
 }
 
-/* fd_released - after releasing plock or clock (holding neither): clear the readiness if a
- * clear is pending or due. Setting fd_pending and then trying a lock, against releasing the
- * lock and then reading fd_pending, is the store-then-load pattern that needs a full fence on
- * both sides (the lock operations themselves are only acquire and release): then either the
- * clearer gets the lock or the releaser sees fd_pending. */
+/* fd_released - after releasing plock or clock (holding neither): clear the readiness if the
+ * queue is empty. A clear needs both locks and only tries them, so it can fail because the
+ * other lock is held; its holder then runs this after its release and finds the same state.
+ * "Change the state (or see it), then try the lock" against "release the lock, then read the
+ * state" is the store-then-load pattern that needs a full fence on both sides (the lock
+ * operations are only acquire and release): then either the clearer gets the lock or the
+ * releaser sees the state. So the last releaser clears. */
 static void
 fd_released(mp_queue *q)
 {
     struct qhdr *h = q->h;
     atomic_thread_fence(memory_order_seq_cst);
-    if (!atomic_load(&h->fd_pending) &&
-        !(atomic_load_explicit(&h->fd_ready, memory_order_relaxed) && queue_empty(h)))
+    if (!atomic_load_explicit(&h->fd_ready, memory_order_relaxed) || !queue_empty(h))
         return;
-    atomic_store(&h->fd_pending, 1);
-    atomic_thread_fence(memory_order_seq_cst);
     int r = pthread_mutex_trylock(&h->clock);
     if (r != 0 && r != EOWNERDEAD)
         return;
     if (r == EOWNERDEAD)
         mp__mutex_consistent(&h->clock); /* see lock_consumer */
-    if (!atomic_load_explicit(&h->fd_ready, memory_order_relaxed))
-        atomic_store(&h->fd_pending, 0);
-    else
-        settle_fd(q);
+    settle_fd(q);
     mp__mutex_unlock(&h->clock);
-    /* A settle that found plock busy left fd_pending set for plock's holder. */
 }
 
 /* With clock held and a message at the head: take it into buf (or a new buffer when abuf is

@@ -38,9 +38,8 @@
  *    the queue empty; fd_ready mirrors it (0 implies a zero counter). Whoever takes plock
  *    after its holder died raises it unconditionally. A readiness left over from a death
  *    (raised, never published) is cleared by the next get that finds the queue empty.
- *    A clear needs both locks, taken with trylock; when one is busy the would-be clearer sets
- *    fd_pending, and every release of either lock checks fd_pending afterwards (seq_cst on
- *    both sides), so the last releaser clears.
+ *    A clear needs both locks, taken with trylock; when one is busy, its holder looks again
+ *    after its release (a full fence on both sides), so the last releaser clears.
  *  - JoinableQueue: the unfinished count is raised before the message is published; a record
  *    of the tail at that moment lets a repairing producer undo the raise if the publish never
  *    happened. A message that is dropped (aborted or skipped) is counted as done.
@@ -90,8 +89,7 @@ struct qhdr {
     _Atomic uint64_t head_cache; /* a recent head, so a put rarely reads the consumers' line */
     _Atomic uint64_t rec_tail;   /* JoinableQueue: tail before the publish in progress */
     _Atomic uint32_t rec_active;
-    _Atomic uint32_t fd_ready;   /* the eventfd's counter is non-zero (queues with a fileno) */
-    _Atomic uint32_t fd_pending; /* a clear was due but a lock was busy: its holder clears */
+    _Atomic uint32_t fd_ready; /* the eventfd's counter is non-zero (queues with a fileno) */
 
     alignas(CACHELINE) pthread_mutex_t clock;
     /* Consumer side, written only under clock. */
