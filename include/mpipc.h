@@ -619,11 +619,11 @@ MP_API int mp_client_connect(mp_conn **out, const char *address, const mp_client
  * waiting for the other side: with MP_NOWAIT, put returns -EAGAIN for them and get returns
  * -EAGAIN while one is at the head.
  *
- * Crossing fork(): a child forked after mp_queue_open inherits the handle and may put, get,
- * task_done, join and close it; all handles of one queue, in every process, are equal. The
- * handle's fd is O_CLOEXEC, so exec'd programs do not inherit it. The queue lives until the
- * last process holding it closes it (or exits). Thread safety: a handle may be used from
- * several threads at once.
+ * Crossing fork(): a child forked after mp_queue_open inherits the handle (and its
+ * mp_queue_fileno) and may put, get, poll, task_done, join and close it; all handles of one
+ * queue, in every process, are equal. The handle's fds are O_CLOEXEC, so exec'd programs do
+ * not inherit them. The queue lives until the last process holding it closes it (or exits).
+ * Thread safety: a handle may be used from several threads at once.
  *
  * Crash safety: a process killed at any point inside a call never blocks or corrupts the
  * others. A producer killed while putting a message that fits the ring leaves no trace. A
@@ -641,14 +641,20 @@ typedef struct mp_queue_opts {
     /* Python's maxsize: the most messages the queue holds; put blocks beyond it. 0 means no
      * limit by count (only the ring's bytes limit it). Less than 2^29. */
     size_t maxsize;
-    /* Ring size in bytes, rounded up to a power of two, 64 B .. 4 GiB. 0 gives 1 MiB.
+    /* Ring size in bytes, rounded up to a power of two, 64 B .. 4 GiB. 0 gives 4 MiB, which
+     * holds three 1 MiB messages, so that a producer copies one while a consumer copies
+     * another; messages larger than a quarter of the ring move at about half the speed.
      * The memory is reserved at open (-ENOSPC if /dev/shm is full). */
     size_t capacity;
     /* JoinableQueue: count unfinished tasks for mp_queue_task_done and mp_queue_join. */
     bool joinable;
+    /* Give the queue a readiness fd (mp_queue_fileno). Queues without it pay nothing for it;
+     * with it, a put that makes the queue non-empty and a get that empties it make one
+     * eventfd syscall each. */
+    bool fileno;
 } mp_queue_opts;
 
-/* mp_queue_open - create a queue; `opts` may be NULL (a SimpleQueue: no limits, 1 MiB ring).
+/* mp_queue_open - create a queue; `opts` may be NULL (a SimpleQueue: no limits, 4 MiB ring).
  * Returns 0, -EINVAL (NULL out, maxsize or capacity out of range), -ENOMEM, -ENOSPC, -EMFILE. */
 MP_API int mp_queue_open(mp_queue **out, const mp_queue_opts *opts);
 
@@ -693,6 +699,19 @@ MP_API int mp_queue_task_done(mp_queue *q);
  * a crash). Returns 0; -EAGAIN (MP_NOWAIT) or -ETIMEDOUT while tasks remain; -EINTR; -EINVAL
  * if the queue is not joinable. */
 MP_API int mp_queue_join(mp_queue *q, int timeout_ms);
+
+/* mp_queue_fileno - (beyond Python) an fd that polls readable (POLLIN) while the queue holds a
+ * message, for poll/epoll/select or mp_conn_wait: level-triggered, any number of consumers may
+ * poll it. Only for queues opened with `.fileno = true` (-EINVAL otherwise, or for NULL). It is
+ * the same fd in every process that inherited the queue and is owned by the handle: poll it,
+ * never read, write or close it. A put raises it before its message becomes visible; the get
+ * that leaves the queue empty clears it. It is never missing while a message is queued, even
+ * after crashes. It can be readable with nothing queued: while a put is about to publish (a
+ * get with MP_NOWAIT then waits for that put, at most 50 ms, rather than fail), when another
+ * consumer took the message first, or after a process was killed inside a call; a get that
+ * finds the queue empty (-EAGAIN) clears such a readiness, so a poller that answers readiness
+ * with get(MP_NOWAIT) never spins. */
+MP_API int mp_queue_fileno(mp_queue *q);
 
 /* mp_queue_close - release this process's mapping and fd and free the handle (NULL is fine).
  * Other processes keep using the queue. Messages still queued are freed with the last handle. */

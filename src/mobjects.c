@@ -39,6 +39,7 @@ enum {
 };
 
 #define MOBJ_HDR 64
+#define MOBJ_ALIGN 128
 
 typedef struct mp__mobj {
     uint32_t type;
@@ -154,11 +155,13 @@ create(mp__heap *h, const spec *sp, int *err)
                                   : mp__shdict_create(h, sp->type, &off);
         return *err == 0 ? off : 0;
     }
-    /* Heap blocks are 16-aligned; the record and the object want a cache line. */
-    uint64_t block = mp__heap_alloc(h, MOBJ_HDR + 48 + sp->size, err);
+    /* Heap blocks are 16-aligned; the object wants MOBJ_ALIGN (a queue's header is aligned to
+     * two cache lines) and its record sits just before it. */
+    uint64_t block = mp__heap_alloc(h, MOBJ_HDR + MOBJ_ALIGN - 16 + sp->size, err);
     if (block == 0)
         return 0;
-    uint64_t off = (block + 63) & ~(uint64_t)63;
+    uint64_t obj = (block + MOBJ_HDR + MOBJ_ALIGN - 1) & ~(uint64_t)(MOBJ_ALIGN - 1);
+    uint64_t off = obj - MOBJ_HDR;
     mp__mobj *mo = mp__at(h, off);
     *mo = sp->rec;
     mo->type = sp->type;

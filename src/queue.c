@@ -7,6 +7,9 @@
  */
 #include "queue.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 /* ---- waiting: bounded adaptive spin, then a futex word ------------------------------------ */
 
 /* mp__queue_wait - until ready(q, arg) or the deadline. The spin (which waits for
@@ -61,7 +64,7 @@ static bool
 can_put(mp_queue *q, uint64_t arg)
 {
     uint64_t t = atomic_load_explicit(&q->h->tail, memory_order_relaxed);
-    uint64_t h = atomic_load_explicit(&q->h->head, memory_order_acquire);
+    uint64_t h = atomic_load(&q->h->head); /* seq_cst: see wake() */
     return room_in(q, t, h, arg);
 }
 
@@ -70,7 +73,7 @@ can_get(mp_queue *q, uint64_t arg)
 {
     (void)arg;
     uint64_t h = atomic_load_explicit(&q->h->head, memory_order_relaxed);
-    uint64_t t = atomic_load_explicit(&q->h->tail, memory_order_acquire);
+    uint64_t t = atomic_load(&q->h->tail); /* seq_cst: see wake() */
     return w_seq(t) != w_seq(h);
 }
 
@@ -84,6 +87,28 @@ mp__queue_room_locked(mp_queue *q, uint64_t t, uint64_t arg)
     uint64_t hw = atomic_load_explicit(&h->head, memory_order_acquire);
     atomic_store_explicit(&h->head_cache, hw, memory_order_relaxed);
     return room_in(q, t, hw, arg);
+}
+
+/* ---- locks --------------------------------------------------------------------------------- */
+
+/* queue_lock - mp__mutex_lock, after a short spin of spaced trylocks when more than one CPU is
+ * available. The queue's locks are held only to copy a message (or, rarely, for a whole stream),
+ * and glibc's robust mutexes go straight to a futex sleep when busy: a contended acquisition
+ * (several producers or consumers, or a clear of a queue's fileno, which takes both locks)
+ * then costs two syscalls and a wake-up latency instead of a few hundred nanoseconds. */
+static int
+queue_lock(mp_queue *q, pthread_mutex_t *m, const mp__deadline *dl)
+{
+    for (int i = 0; q->spin && i < LOCK_SPIN; i++) {
+        int r = pthread_mutex_trylock(m);
+        if (r == 0 || r == EOWNERDEAD)
+            return r == 0 ? 0 : MP_OWNERDEAD;
+        if (r != EBUSY)
+            return -r;
+        for (int k = 0; k < 8; k++)
+            cpu_relax();
+    }
+    return mp__mutex_lock(m, dl);
 }
 
 /* ---- JoinableQueue counter ------------------------------------------------------------------ */
@@ -103,6 +128,8 @@ mp__queue_task_drop(mp_queue *q)
     return 0;
 }
 
+static void fd_released(mp_queue *q);
+
 /* ---- producer side -------------------------------------------------------------------------- */
 
 /* With plock held after EOWNERDEAD: undo the unfinished raise of a publish that never
@@ -117,13 +144,20 @@ mp__queue_repair(mp_queue *q)
         if (atomic_load(&h->tail) == rt)
             mp__queue_task_drop(q);
     }
+    /* The dead holder may have been between the two steps of a raise or a clear: raise
+     * again (flag first), so that readiness errs towards "readable"; a get that finds the
+     * queue empty clears it. */
+    if (q->efd >= 0) {
+        atomic_store_explicit(&h->fd_ready, 1, memory_order_relaxed);
+        (void)eventfd_write(q->efd, 1);
+    }
 }
 
 static int
 lock_producer(mp_queue *q, const mp__deadline *dl)
 {
     struct qhdr *h = q->h;
-    int r = mp__mutex_lock(&h->plock, dl);
+    int r = queue_lock(q, &h->plock, dl);
     if (r < 0)
         return r;
     if (r == MP_OWNERDEAD) {
@@ -135,6 +169,24 @@ lock_producer(mp_queue *q, const mp__deadline *dl)
     return 0;
 }
 
+/* With plock held: make the eventfd readable before a message becomes visible, so that a
+ * poller never sees the queue hold a message while the fd is not readable. The flag is set
+ * before the counter is written, and a clear reads the counter before it drops the flag, so
+ * that a flag of 0 always means a counter of 0 (a get that finds the queue empty can trust
+ * it). A death between the two steps leaves the fd not readable while nothing is queued, which
+ * is right, and the next plock holder repairs it before any message is published. */
+static void
+fd_raise(mp_queue *q)
+{
+    struct qhdr *h = q->h;
+    if (atomic_load_explicit(&h->fd_ready, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&h->fd_ready, 1, memory_order_relaxed);
+    /* A non-blocking eventfd write of 1 fails only if the counter is near 2^64. */
+    (void)eventfd_write(q->efd, 1);
+    mp__fault("queue.fd.raised");
+}
+
 /* Publish the tail that makes a new message visible. A JoinableQueue raises the unfinished
  * count first, with a record that lets a repairer undo the raise if this process dies before
  * the store. */
@@ -142,15 +194,17 @@ void
 mp__queue_publish(mp_queue *q, uint64_t old, uint64_t neww)
 {
     struct qhdr *h = q->h;
+    if (q->efd >= 0)
+        fd_raise(q);
     if (h->joinable) {
         atomic_store(&h->rec_tail, old);
         atomic_store(&h->rec_active, 1);
         atomic_fetch_add(&h->unfinished, 1);
         mp__fault("queue.put.counted");
-        atomic_store_explicit(&h->tail, neww, memory_order_release);
+        publish(&h->tail, neww);
         atomic_store_explicit(&h->rec_active, 0, memory_order_release);
     } else {
-        atomic_store_explicit(&h->tail, neww, memory_order_release);
+        publish(&h->tail, neww);
     }
 }
 
@@ -199,12 +253,16 @@ mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
         if (stream) {
             r = mp__queue_put_stream(q, data, len, &dl);
             mp__mutex_unlock(&h->plock);
+            if (q->efd >= 0)
+                fd_released(q);
             return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
         }
         t = atomic_load_explicit(&h->tail, memory_order_relaxed);
         if (mp__queue_room_locked(q, t, frame | NEED_COUNT))
             break;
         mp__mutex_unlock(&h->plock);
+        if (q->efd >= 0)
+            fd_released(q);
         if (nowait)
             return -EAGAIN;
         if ((r = mp__queue_put_wait(q, frame | NEED_COUNT, &dl)) < 0)
@@ -217,6 +275,8 @@ mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
     mp__queue_publish(q, t, w_make(w_pos(t) + frame, w_seq(t) + 1, 0));
     mp__mutex_unlock(&h->plock);
     wake(&h->ne);
+    if (q->efd >= 0)
+        fd_released(q);
     return 0;
 }
 
@@ -225,7 +285,7 @@ mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms)
 static int
 lock_consumer(mp_queue *q, const mp__deadline *dl)
 {
-    int r = mp__mutex_lock(&q->h->clock, dl);
+    int r = queue_lock(q, &q->h->clock, dl);
     if (r == MP_OWNERDEAD) {
         /* The consumer state is kept consistent store by store: an interrupted copy left its
          * message in place, and an interrupted stream is resumed from its record. */
@@ -233,6 +293,72 @@ lock_consumer(mp_queue *q, const mp__deadline *dl)
         r = 0;
     }
     return r;
+}
+
+enum { SETTLED, SETTLE_AGAIN, SETTLE_BUSY };
+
+static bool
+queue_empty(struct qhdr *h)
+{
+    uint64_t hw = atomic_load(&h->head);
+    return w_seq(atomic_load(&h->tail)) == w_seq(hw);
+}
+
+/* With clock held: clear the eventfd's readiness if the queue is empty. Only while also holding
+ * plock (tried, never waited for: a streaming producer holds it until consumers have read its
+ * message), so that no put is between its raise and its publish. SETTLE_AGAIN: a message was
+ * published meanwhile; SETTLE_BUSY: plock is held, and its holder looks again after its
+ * release (fd_released). The counter is read (cleared) before the flag drops: a death in
+ * between dies holding plock, and the repair raises again. */
+static int
+settle_fd(mp_queue *q)
+{
+    struct qhdr *h = q->h;
+    if (!atomic_load_explicit(&h->fd_ready, memory_order_relaxed) || !queue_empty(h))
+        return SETTLED;
+    atomic_thread_fence(memory_order_seq_cst); /* see fd_released */
+    int r = pthread_mutex_trylock(&h->plock);
+    if (r == EOWNERDEAD) {
+        mp__queue_repair(q);
+        mp__mutex_consistent(&h->plock);
+    } else if (r != 0) {
+        return SETTLE_BUSY;
+    }
+    uint64_t t = atomic_load_explicit(&h->tail, memory_order_relaxed);
+    if (t & F_STREAM)
+        mp__queue_abort(q); /* its producer is gone: the aborted message is still queued */
+    bool empty = queue_empty(h);
+    if (empty) {
+        eventfd_t v;
+        (void)eventfd_read(q->efd, &v); /* EAGAIN when a dead clearer already read it */
+        mp__fault("queue.fd.cleared");
+        atomic_store_explicit(&h->fd_ready, 0, memory_order_relaxed);
+    }
+    mp__mutex_unlock(&h->plock);
+    return empty ? SETTLED : SETTLE_AGAIN;
+}
+
+/* fd_released - after releasing plock or clock (holding neither): clear the readiness if the
+ * queue is empty. A clear needs both locks and only tries them, so it can fail because the
+ * other lock is held; its holder then runs this after its release and finds the same state.
+ * "Change the state (or see it), then try the lock" against "release the lock, then read the
+ * state" is the store-then-load pattern that needs a full fence on both sides (the lock
+ * operations are only acquire and release): then either the clearer gets the lock or the
+ * releaser sees the state. So the last releaser clears. */
+static void
+fd_released(mp_queue *q)
+{
+    struct qhdr *h = q->h;
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!atomic_load_explicit(&h->fd_ready, memory_order_relaxed) || !queue_empty(h))
+        return;
+    int r = pthread_mutex_trylock(&h->clock);
+    if (r != 0 && r != EOWNERDEAD)
+        return;
+    if (r == EOWNERDEAD)
+        mp__mutex_consistent(&h->clock); /* see lock_consumer */
+    settle_fd(q);
+    mp__mutex_unlock(&h->clock);
 }
 
 /* With clock held and a message at the head: take it into buf (or a new buffer when abuf is
@@ -259,8 +385,7 @@ take(mp_queue *q, uint64_t hw, void *buf, size_t cap, void **abuf, size_t *lenp,
     if (frame <= q->cap) {
         ring_read(q, w_pos(hw) + HDR, dst, len);
         mp__fault("queue.get.copied");
-        atomic_store_explicit(&h->head, w_make(w_pos(hw) + frame, w_seq(hw) + 1, 0),
-                              memory_order_release);
+        publish(&h->head, w_make(w_pos(hw) + frame, w_seq(hw) + 1, 0));
         r = 0;
     } else {
         r = mp__queue_stream_take(q, hw, len, dst, dl);
@@ -283,12 +408,17 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
         return r;
     struct qhdr *h = q->h;
     bool nowait = timeout_ms == MP_NOWAIT;
-    if (nowait && !can_get(q, 0))
+    /* With a fileno, an empty queue whose fd reads ready takes the locked path: a put is about
+     * to publish (the get then takes its message) or a death left the fd raised (the get
+     * clears it). This is the get a poller makes when the fd is readable. */
+    if (nowait && !can_get(q, 0) &&
+        (q->efd < 0 || !atomic_load_explicit(&h->fd_ready, memory_order_relaxed)))
         return -EAGAIN;
     mp__deadline ld = lock_deadline(&dl, nowait);
     for (;;) {
         if ((r = lock_consumer(q, &ld)) < 0)
             return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
+        bool pending = false;
         for (;;) {
             if (atomic_load_explicit(&h->c_active, memory_order_relaxed) &&
                 (r = mp__queue_stream_resume(q, &dl)) < 0)
@@ -300,6 +430,10 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
                 atomic_store_explicit(&h->tail_cache, t, memory_order_relaxed);
             }
             if (w_seq(t) == w_seq(hw)) {
+                int s = q->efd >= 0 ? settle_fd(q) : SETTLED;
+                if (s == SETTLE_AGAIN)
+                    continue;
+                pending = s == SETTLE_BUSY;
                 r = -EAGAIN;
                 break;
             }
@@ -307,15 +441,19 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
                 break;
         }
         mp__mutex_unlock(&h->clock);
-        if (r != -EAGAIN || nowait) {
+        if (q->efd >= 0)
+            fd_released(q);
+        if (r != -EAGAIN || (nowait && !pending)) {
             if (r == 0)
                 wake(&h->nf);
             return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
         }
-        r = mp__queue_wait(q, &h->ne, &q->spin_get, can_get, 0, 0, &dl);
+        /* MP_NOWAIT with a put about to publish waits for it as for a lock (ld). */
+        r = mp__queue_wait(q, &h->ne, &q->spin_get, can_get, 0, 0, nowait ? &ld : &dl);
         if (r < 0)
-            return r;
-        ld = dl;
+            return r == -ETIMEDOUT && nowait ? -EAGAIN : r;
+        if (!nowait)
+            ld = dl;
     }
 }
 
@@ -365,6 +503,13 @@ mp_queue_open(mp_queue **out, const mp_queue_opts *opts)
     }
     struct qhdr *h = q->seg.addr;
     q->h = h;
+    q->efd = -1;
+    if (opts->fileno && (q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        r = -errno;
+        mp__seg_close(&q->seg);
+        mp__free(q);
+        return r;
+    }
     q->ring = (unsigned char *)q->seg.addr + hsize;
     q->cap = cap;
     q->mask = cap - 1;
@@ -374,6 +519,8 @@ mp_queue_open(mp_queue **out, const mp_queue_opts *opts)
     h->maxsize = opts->maxsize;
     h->joinable = opts->joinable;
     if ((r = mp__mutex_init(&h->plock)) < 0 || (r = mp__mutex_init(&h->clock)) < 0) {
+        if (q->efd >= 0)
+            close(q->efd);
         mp__seg_close(&q->seg);
         mp__free(q);
         return r;
@@ -387,10 +534,20 @@ mp_queue_close(mp_queue *q)
 {
     if (q == NULL)
         return;
+    if (q->efd >= 0)
+        close(q->efd);
     mp__seg_close(&q->seg);
     mp__pin pin = q->pin;
     mp__free(q);
     mp__pin_drop(pin);
+}
+
+int
+mp_queue_fileno(mp_queue *q)
+{
+    if (q == NULL || q->efd < 0)
+        return -EINVAL;
+    return q->efd;
 }
 
 int
@@ -434,7 +591,7 @@ static bool
 all_done(mp_queue *q, uint64_t arg)
 {
     (void)arg;
-    return atomic_load_explicit(&q->h->unfinished, memory_order_acquire) == 0;
+    return atomic_load(&q->h->unfinished) == 0; /* seq_cst: see wake() */
 }
 
 int
@@ -496,8 +653,11 @@ int
 mp__queue_init_at(void *mem, const mp_queue_opts *opts)
 {
     uint64_t cap;
-    if (mem == NULL || ((uintptr_t)mem & (CACHELINE - 1)) != 0)
+    if (mem == NULL || ((uintptr_t)mem & (alignof(struct qhdr) - 1)) != 0)
         return -EINVAL;
+    /* Unrelated processes that attach the region cannot inherit an eventfd. */
+    if (opts != NULL && opts->fileno)
+        return -ENOTSUP;
     int r = inplace_capacity(opts, &cap);
     if (r != 0)
         return r;
@@ -522,6 +682,7 @@ mp__queue_wrap(mp_queue **out, void *mem, size_t capacity)
     if (q == NULL)
         return -ENOMEM;
     q->seg.fd = -1;
+    q->efd = -1;
     q->h = mem;
     q->ring = (unsigned char *)mem + INPLACE_HDR;
     q->cap = capacity;

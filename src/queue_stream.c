@@ -9,7 +9,7 @@
 static bool
 has_bytes(mp_queue *q, uint64_t arg)
 {
-    return w_pos(atomic_load_explicit(&q->h->tail, memory_order_acquire)) != arg;
+    return w_pos(atomic_load(&q->h->tail)) != arg; /* seq_cst: see wake() */
 }
 
 /* With plock held and STREAM set on the tail: the stream's producer is gone (dead, or it gave
@@ -21,7 +21,7 @@ mp__queue_abort(mp_queue *q)
     struct qhdr *h = q->h;
     uint64_t t = atomic_load_explicit(&h->tail, memory_order_relaxed);
     *ring_word(q, w_pos(t)) = CHUNK_ABORT;
-    atomic_store_explicit(&h->tail, w_make(w_pos(t) + HDR, w_seq(t), 0), memory_order_release);
+    publish(&h->tail, w_make(w_pos(t) + HDR, w_seq(t), 0));
     if (h->joinable)
         mp__queue_task_drop(q);
     wake(&h->ne);
@@ -84,7 +84,7 @@ mp__queue_put_stream(mp_queue *q, const unsigned char *data, size_t len, const m
         ring_write(q, w_pos(t) + HDR, data + off, n);
         off += n;
         nt = w_make(w_pos(t) + HDR + pad8(n), w_seq(t), off < len ? F_STREAM : 0);
-        atomic_store_explicit(&h->tail, nt, memory_order_release);
+        publish(&h->tail, nt);
         wake(&h->ne);
         if (off < len)
             mp__fault("queue.stream.chunk");
@@ -107,7 +107,7 @@ stream_record(struct qhdr *h, uint64_t at, uint64_t left)
 static void
 advance_head(mp_queue *q, uint64_t nh)
 {
-    atomic_store_explicit(&q->h->head, nh, memory_order_release);
+    publish(&q->h->head, nh);
     wake(&q->h->nf);
 }
 
@@ -221,7 +221,7 @@ mp__queue_stream_drop_aborted(mp_queue *q, uint64_t hw, uint64_t len)
     uint64_t end;
     if (!stream_aborted(q, hw, len, &end))
         return false;
-    atomic_store_explicit(&q->h->head, w_make(end, w_seq(hw) + 1, 0), memory_order_release);
+    publish(&q->h->head, w_make(end, w_seq(hw) + 1, 0));
     return true;
 }
 

@@ -378,6 +378,9 @@ test_queue_survives_seeded_random_kills(void **state)
         atomic_store(&sh->stop, 1);
         for (int i = 0; i < 2; i++) {
             int st = th_wait(pids[i], 30000);
+            if (i == victim ? !WIFSIGNALED(st) : !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+                fprintf(stderr, "round %d: producer %d (victim %d) status %#x, progress %u/%u\n",
+                        round, i, victim, st, (unsigned)atomic_load(&sh->progress), at);
             if (i == victim)
                 assert_true(WIFSIGNALED(st));
             else
