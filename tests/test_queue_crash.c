@@ -355,6 +355,13 @@ child_rk_consumer(void *arg)
     }
 }
 
+static bool
+ended_as_expected(int st, bool victim)
+{
+    bool clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    return victim ? clean || (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) : clean;
+}
+
 static void
 test_queue_survives_seeded_random_kills(void **state)
 {
@@ -376,25 +383,14 @@ test_queue_survives_seeded_random_kills(void **state)
             sched_yield();
         kill(pids[victim], SIGKILL);
         atomic_store(&sh->stop, 1);
-        for (int i = 0; i < 2; i++) {
-            int st = th_wait(pids[i], 30000);
-            if (i == victim ? !WIFSIGNALED(st) : !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
-                fprintf(stderr, "round %d: producer %d (victim %d) status %#x, progress %u/%u\n",
-                        round, i, victim, st, (unsigned)atomic_load(&sh->progress), at);
-            if (i == victim)
-                assert_true(WIFSIGNALED(st));
-            else
-                assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-        }
+        /* A victim may have finished its work before the kill landed (this process can be
+         * descheduled for the whole round on 2 CPUs); then it must have ended cleanly. */
+        for (int i = 0; i < 2; i++)
+            assert_true(ended_as_expected(th_wait(pids[i], 30000), i == victim));
         for (int i = 0; i < 2; i++)
             assert_int_equal(mp_queue_put(q, NULL, 0, 10000), 0);
-        for (int i = 2; i < 4; i++) {
-            int st = th_wait(pids[i], 30000);
-            if (i == victim)
-                assert_true(WIFSIGNALED(st));
-            else
-                assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-        }
+        for (int i = 2; i < 4; i++)
+            assert_true(ended_as_expected(th_wait(pids[i], 30000), i == victim));
         int missing = 0;
         for (uint32_t p = 0; p < 2; p++) {
             for (uint32_t i = 0; i < RK_MAXSEQ; i++) {
