@@ -1,0 +1,383 @@
+/*
+ * mserve.c - the manager process serving CPython's manager protocol (contract §2.6).
+ *
+ * One process, one poll() loop over the listener, every client connection, the shutdown
+ * eventfd and the owner's pidfd. Python's server runs a thread per connection; here a
+ * connection is only read when poll() says a request has begun to arrive, and each frame and
+ * reply is bounded by IO_TIMEOUT_MS, so one slow or dead client holds the others up for at most
+ * that long and is then dropped. The handshake of a new connection is bounded the same way by
+ * the listener's handshake timeout.
+ *
+ * The containers live in the shared heap, so a container a Python client creates is an
+ * ordinary heap container: the table here only maps CPython's idents (the container's heap
+ * offset in hex, as CPython uses '%x' % id(obj)) to a handle and the proxies' reference count.
+ * At count 0 the entry goes; the container itself stays in the heap until the manager goes,
+ * as every container does.
+ *
+ * This process was forked, possibly from a threaded owner: it allocates through glibc's malloc,
+ * which glibc's fork() leaves usable in the child, and takes no lock another thread could hold
+ * (the heap's locks are robust and process-shared).
+ */
+#include "mserve.h"
+
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define IO_TIMEOUT_MS 2000            /* one request frame, or one reply, at most */
+#define MAX_REQUEST ((size_t)64 << 20) /* a larger request closes the connection */
+#define MAX_CONNS 1000
+
+typedef struct obj {
+    uint64_t off;
+    mp__cont *c;
+    long refs;
+} obj;
+
+typedef struct client {
+    mp_conn *conn;
+    bool serving; /* after accept_connection: any number of method calls */
+} client;
+
+typedef struct server {
+    mp__heap *h;
+    mp_listener *l;
+    mp__cont *reg; /* the registered typeids: a dict of str to container */
+    obj *objs;
+    size_t nobjs, capobjs;
+    client cl[MAX_CONNS];
+    size_t ncl;
+    bool stop;
+} server;
+
+static const mp__pickle_global request_globals[] = {
+    {"multiprocessing.managers", "Token"},
+    {"builtins", "slice"},
+    {NULL, NULL},
+};
+
+/* ---- the object table ------------------------------------------------------------------------ */
+
+static obj *
+find_obj(server *s, const mp__pv *ident)
+{
+    if (ident == NULL || ident->kind != MP__PV_STR || ident->u.s.len == 0 || ident->u.s.len > 16)
+        return NULL;
+    uint64_t off = 0;
+    for (size_t i = 0; i < ident->u.s.len; i++) {
+        char ch = ident->u.s.data[i];
+        int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (d < 0)
+            return NULL;
+        off = off << 4 | (uint64_t)d;
+    }
+    for (size_t i = 0; i < s->nobjs; i++)
+        if (s->objs[i].off == off)
+            return &s->objs[i];
+    return NULL;
+}
+
+/* Add a reference to the container at off, making its entry if needed. */
+static obj *
+ref_obj(server *s, uint64_t off, uint32_t kind)
+{
+    for (size_t i = 0; i < s->nobjs; i++)
+        if (s->objs[i].off == off) {
+            s->objs[i].refs++;
+            return &s->objs[i];
+        }
+    if (s->nobjs == s->capobjs) {
+        size_t cap = s->capobjs != 0 ? 2 * s->capobjs : 16;
+        obj *n = mp__realloc(s->objs, cap * sizeof *n);
+        if (n == NULL)
+            return NULL;
+        s->objs = n;
+        s->capobjs = cap;
+    }
+    mp__cont *c = mp__cont_new(s->h, off, kind);
+    if (c == NULL)
+        return NULL;
+    s->objs[s->nobjs] = (obj){off, c, 1};
+    return &s->objs[s->nobjs++];
+}
+
+static void
+unref_obj(server *s, obj *o)
+{
+    if (--o->refs > 0)
+        return;
+    mp__cont_free(o->c);
+    *o = s->objs[--s->nobjs];
+}
+
+static mp__pv *
+ident_pv(const obj *o)
+{
+    char id[24];
+    snprintf(id, sizeof id, "%" PRIx64, o->off);
+    return mp__pv_cstr(id);
+}
+
+static mp__pv *
+no_ident(const mp__pv *ident)
+{
+    return mp__serve_traceback("KeyError", "'%.40s'",
+                               ident != NULL && ident->kind == MP__PV_STR ? ident->u.s.data
+                                                                          : "None");
+}
+
+/* ---- control requests (a connection's first message) ----------------------------------------- */
+
+/* create(typeid, *args, **kwds): a registered typeid gives its container, "list", "dict" and
+ * "Namespace" a new one. The entry starts with one reference, the caller's. */
+static mp__pv *
+create(server *s, const mp__pv *args, const mp__pv *kwds)
+{
+    const mp__pv *tid = mp__pv_item(args, 0);
+    if (tid == NULL || tid->kind != MP__PV_STR)
+        return mp__serve_traceback("TypeError", "create() needs a typeid");
+    uint64_t off = 0;
+    uint32_t kind = 0;
+    mp_item key = {.type = MP_ITEM_STR, .v.s = {tid->u.s.data, tid->u.s.len}}, found;
+    if (mp__shdict_get(s->reg, &key, NULL, &found) == 0) {
+        if (mp__pv_len(args) > 1 || mp__pv_len(kwds) > 0) {
+            mp_item_clear(&found);
+            return mp__serve_traceback("TypeError", "%.100s() takes no arguments", tid->u.s.data);
+        }
+        mp__cont *c = (mp__cont *)found.v.list;
+        off = c->off;
+        kind = c->kind;
+        mp_item_clear(&found);
+    } else if ((kind = mp__serve_kind(tid->u.s.data)) == 0) {
+        return mp__serve_traceback("KeyError", "'%.100s'", tid->u.s.data);
+    }
+    mp__pv *r = NULL;
+    if (off == 0) {
+        int e;
+        if (kind == MP__KIND_LIST) {
+            mp_item *items = NULL;
+            size_t n = 0;
+            if (mp__pv_len(kwds) > 0 || mp__pv_len(args) > 2)
+                return mp__serve_traceback("TypeError", "list() takes at most 1 argument");
+            if (mp__pv_len(args) == 2 && !mp__serve_items(mp__pv_item(args, 1), &items, &n, &r))
+                return r != NULL ? mp__serve_traceback("TypeError", "%s",
+                                                       "list() accepts a list or tuple of None, "
+                                                       "bool, int, float, str or bytes")
+                                 : NULL;
+            mp__pv_free(r);
+            e = mp__shlist_create(s->h, items, n, &off);
+            mp__free(items);
+        } else {
+            if (kind == MP__KIND_NS && mp__pv_len(args) > 1)
+                return mp__serve_traceback("TypeError", "Namespace() takes keyword arguments only");
+            e = mp__shdict_create(s->h, kind, &off);
+        }
+        if (e != 0)
+            return mp__serve_traceback("MemoryError", "%s", mp_strerror(e));
+    }
+    obj *o = ref_obj(s, off, kind);
+    if (o == NULL)
+        return NULL;
+    if (o->refs == 1 && kind != MP__KIND_LIST && (mp__pv_len(args) > 1 || mp__pv_len(kwds) > 0)) {
+        r = mp__serve_init(o->c, args, 1, kwds);
+        if (r == NULL || !mp__pv_is_str(mp__pv_item(r, 0), "#RETURN")) {
+            unref_obj(s, o);
+            return r;
+        }
+        mp__pv_free(r);
+    }
+    mp__pv *ident = ident_pv(o);
+    return mp__serve_reply("#RETURN", mp__pv_tuple(2, ident, mp__serve_exposed(kind)));
+}
+
+static mp__pv *
+debug_info(server *s)
+{
+    size_t cap = 64 + s->nobjs * 64, at = 0;
+    char *text = mp__malloc(cap);
+    if (text == NULL)
+        return NULL;
+    text[0] = '\0';
+    for (size_t i = 0; i < s->nobjs; i++)
+        at += (size_t)snprintf(text + at, cap - at, "%s  %" PRIx64 ":       refcount=%ld",
+                               i > 0 ? "\n" : "", s->objs[i].off, s->objs[i].refs);
+    mp__pv *r = mp__serve_reply("#RETURN", mp__pv_cstr(text));
+    mp__free(text);
+    return r;
+}
+
+/* Answer a control request; *keep is set when the connection becomes a serving one. */
+static mp__pv *
+control(server *s, const char *method, const mp__pv *args, const mp__pv *kwds, bool *keep)
+{
+    const mp__pv *a0 = mp__pv_item(args, 0);
+    size_t na = mp__pv_len(args);
+    if (strcmp(method, "create") == 0)
+        return create(s, args, kwds);
+    if (mp__pv_len(kwds) > 0)
+        return mp__serve_traceback("TypeError", "%.100s() got an unexpected keyword argument",
+                                   method);
+    if (strcmp(method, "dummy") == 0 && na == 0)
+        return mp__serve_reply("#RETURN", mp__pv_none());
+    if (strcmp(method, "accept_connection") == 0 && na == 1) {
+        *keep = true;
+        return mp__serve_reply("#RETURN", mp__pv_none());
+    }
+    if ((strcmp(method, "incref") == 0 || strcmp(method, "decref") == 0) && na == 1) {
+        obj *o = find_obj(s, a0);
+        if (o == NULL)
+            return no_ident(a0);
+        if (method[0] == 'i')
+            o->refs++;
+        else
+            unref_obj(s, o);
+        return mp__serve_reply("#RETURN", mp__pv_none());
+    }
+    if (strcmp(method, "number_of_objects") == 0 && na == 0)
+        return mp__serve_reply("#RETURN", mp__pv_int((int64_t)s->nobjs));
+    if (strcmp(method, "debug_info") == 0 && na == 0)
+        return debug_info(s);
+    if (strcmp(method, "get_methods") == 0 && na == 1) {
+        /* A Token arrives as NEWOBJ + BUILD with the state (typeid, address, id). */
+        const mp__pv *st = a0->kind == MP__PV_OBJECT ? a0->u.obj.state : NULL;
+        obj *o = mp__pv_is_global(a0, "multiprocessing.managers", "Token") && st != NULL
+                     ? find_obj(s, mp__pv_item(st, 2))
+                     : NULL;
+        return o != NULL ? mp__serve_reply("#RETURN", mp__serve_exposed(o->c->kind))
+                         : no_ident(st != NULL ? mp__pv_item(st, 2) : NULL);
+    }
+    if (strcmp(method, "shutdown") == 0 && na == 0) {
+        s->stop = true;
+        return mp__serve_reply("#RETURN", mp__pv_none());
+    }
+    bool known = false;
+    static const char *const pub[] = {"create", "dummy", "accept_connection", "incref", "decref",
+                                      "number_of_objects", "debug_info", "get_methods",
+                                      "shutdown"};
+    for (size_t i = 0; i < sizeof pub / sizeof pub[0]; i++)
+        known = known || strcmp(pub[i], method) == 0;
+    if (known)
+        return mp__serve_traceback("TypeError", "%.100s() got %zu positional arguments", method,
+                                   na);
+    return mp__serve_traceback("AssertionError", "'%.100s' unrecognized", method);
+}
+
+/* ---- connections ----------------------------------------------------------------------------- */
+
+static int
+send_pv(mp_conn *conn, const mp__pv *reply)
+{
+    uint8_t *buf;
+    size_t len;
+    int r = mp__pickle_dumps(reply, 4, &buf, &len);
+    if (r != 0)
+        return r;
+    r = mp_conn_send_bytes(conn, buf, len, IO_TIMEOUT_MS);
+    mp__free(buf);
+    return r;
+}
+
+/* Read and answer one request. Returns false when the connection is to be closed. */
+static bool
+handle(server *s, client *c)
+{
+    void *buf;
+    size_t len;
+    int r = mp_conn_recv_bytes(c->conn, &buf, &len, MAX_REQUEST, IO_TIMEOUT_MS);
+    if (r != 0)
+        return false; /* EOF (the client went), a stall, an oversized or broken frame */
+    mp__pv *req = NULL, *reply = NULL;
+    mp__unpickle_opts uo = {.allow = request_globals, .limits = {.max_depth = 100}};
+    r = mp__pickle_loads(&req, buf, len, &uo);
+    mp_free(buf);
+    const mp__pv *ident = mp__pv_item(req, 0), *method = mp__pv_item(req, 1),
+                 *args = mp__pv_item(req, 2), *kwds = mp__pv_item(req, 3);
+    bool keep = c->serving;
+    if (r != 0)
+        reply = mp__serve_traceback("_pickle.UnpicklingError", "mpipc refused the request: %s",
+                                    r == -EPERM ? "a global outside the allow-list"
+                                                : mp_strerror(r));
+    else if (req->kind != MP__PV_TUPLE || mp__pv_len(req) != 4 || method->kind != MP__PV_STR ||
+             args->kind != MP__PV_TUPLE || kwds->kind != MP__PV_DICT)
+        reply = mp__serve_traceback("ValueError",
+                                    "a request is (ident, methodname: str, args: tuple, kwds: dict)");
+    else if (!c->serving)
+        reply = control(s, method->u.s.data, args, kwds, &keep);
+    else {
+        obj *o = find_obj(s, ident);
+        reply = o != NULL ? mp__serve_call(o->c, method->u.s.data, args, kwds) : no_ident(ident);
+    }
+    mp__pv_free(req);
+    bool ok = reply != NULL && send_pv(c->conn, reply) == 0;
+    /* CPython's shutdown() replies itself, then the generic handler replies again. */
+    if (ok && s->stop)
+        send_pv(c->conn, reply);
+    mp__pv_free(reply);
+    c->serving = keep;
+    return ok && keep;
+}
+
+static void
+accept_all(server *s)
+{
+    for (;;) {
+        mp_conn *conn;
+        int r = mp_listener_accept(s->l, &conn, MP_NOWAIT);
+        if (r == -EAGAIN || r == -EMFILE || r == -ENFILE || r == -ENOMEM)
+            return;
+        if (r != 0)
+            continue; /* a failed handshake (a wrong key, a client gone): next one */
+        if (s->ncl == MAX_CONNS) {
+            mp_conn_close(conn);
+            continue;
+        }
+        s->cl[s->ncl++] = (client){conn, false};
+    }
+}
+
+void
+mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pidfd, pid_t owner)
+{
+    server *s = mp__calloc(1, sizeof *s);
+    mp__cont *reg = s != NULL ? mp__cont_new(h, registry, MP__KIND_DICT) : NULL;
+    if (reg == NULL) {
+        mp__free(s);
+        return;
+    }
+    *s = (server){.h = h, .l = l, .reg = reg};
+    struct pollfd *p = mp__calloc(MAX_CONNS + 3, sizeof *p);
+    while (p != NULL && !s->stop && !mp__heap_down(h)) {
+        size_t np = 0;
+        p[np++] = (struct pollfd){.fd = evfd, .events = POLLIN};
+        p[np++] = (struct pollfd){.fd = owner_pidfd, .events = POLLIN};
+        p[np++] = (struct pollfd){.fd = mp_listener_fileno(l), .events = POLLIN};
+        for (size_t i = 0; i < s->ncl; i++)
+            p[np++] = (struct pollfd){.fd = mp_conn_fileno(s->cl[i].conn), .events = POLLIN};
+        /* Without a pidfd (fd -1, which poll skips), look at the parent every 100 ms. */
+        int r = poll(p, np, owner_pidfd >= 0 ? -1 : 100);
+        if (r < 0 || p[0].revents != 0 || p[1].revents != 0 ||
+            (owner_pidfd < 0 && getppid() != owner))
+            break;
+        /* Serve the clients that were ready before accepting new ones, so that p[] still
+         * lines up with cl[]: a dropped client is replaced by the last one, which was polled
+         * too, so walk backwards. */
+        for (size_t i = s->ncl; i-- > 0 && !s->stop;) {
+            if (p[3 + i].revents == 0 || handle(s, &s->cl[i]))
+                continue;
+            mp_conn_close(s->cl[i].conn);
+            s->cl[i] = s->cl[--s->ncl];
+        }
+        if (p[2].revents != 0 && !s->stop)
+            accept_all(s);
+    }
+    for (size_t i = 0; i < s->ncl; i++)
+        mp_conn_close(s->cl[i].conn);
+    for (size_t i = 0; i < s->nobjs; i++)
+        mp__cont_free(s->objs[i].c);
+    mp__free(s->objs);
+    mp__free(p);
+    mp__cont_free(reg);
+    mp__free(s);
+}

@@ -1,0 +1,48 @@
+/*
+ * mserve.h - the remote side of the manager: the manager process serving CPython's manager
+ * protocol (mserve.c) and the container methods it runs for Python proxies (mcall.c).
+ */
+#ifndef MPIPC_MSERVE_H
+#define MPIPC_MSERVE_H
+
+#include "manager.h"
+#include "pickle.h"
+
+/* mp__serve - the manager process's loop when the manager is served: accept connections on l,
+ * answer requests on every connection (poll), until the shutdown eventfd is written, the owner
+ * dies (its pidfd, or getppid() every 100 ms without one) or a client sends `shutdown`.
+ * registry: the offset of the dict of registered typeids (mp_manager_register). */
+void mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pidfd,
+               pid_t owner);
+
+/* mp__serve_call - run `method` of the container c with a request's args (a tuple) and kwds (a
+ * dict) and return the whole reply, ('#RETURN', value), ('#ERROR', exception) or
+ * ('#TRACEBACK', text), as CPython's Server.serve_client builds it; NULL when out of memory.
+ * Covers the fallbacks '#GETVALUE', '__repr__' and '__str__' too. */
+mp__pv *mp__serve_call(mp__cont *c, const char *method, const mp__pv *args, const mp__pv *kwds);
+
+/* mp__serve_exposed - the exposed method names of a container kind, as a tuple of str. */
+mp__pv *mp__serve_exposed(uint32_t kind);
+
+/* mp__serve_reply - the tuple (kind, payload); consumes payload. NULL when out of memory. */
+mp__pv *mp__serve_reply(const char *kind, mp__pv *payload);
+
+/* mp__serve_traceback - ('#TRACEBACK', text) with text shaped as Python's format_exc() for an
+ * exception `type` with the formatted message. */
+mp__pv *mp__serve_traceback(const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* mp__serve_items - borrow the items of a list or tuple of plain values as mp_item (the
+ * strings point into the tree). On a value a container cannot hold, returns false with the
+ * ('#ERROR', TypeError/OverflowError) reply in *err (NULL when out of memory). *out is
+ * mp__malloc'ed (NULL for none): mp__free it. */
+bool mp__serve_items(const mp__pv *seq, mp_item **out, size_t *n, mp__pv **err);
+
+/* mp__serve_init - fill a new dict or Namespace from a constructor's args[from..] and kwds
+ * (dict(mapping_or_pairs, **kw), Namespace(**kw)); the reply as mp__serve_call's. */
+mp__pv *mp__serve_init(mp__cont *c, const mp__pv *args, size_t from, const mp__pv *kwds);
+
+/* The kind of a container created by typeid ("list", "dict", "Namespace"), or 0. */
+uint32_t mp__serve_kind(const char *typeid);
+
+#endif
