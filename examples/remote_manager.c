@@ -66,8 +66,6 @@ main(int argc, char **argv)
     mp_item l_item = mp_item_list(shared_list), d_item = mp_item_dict(d);
     mp_manager_register(m, "get_list", &l_item);
     mp_manager_register(m, "get_dict", &d_item);
-    fprintf(stderr, "serving on %s\n", mp_manager_address(m));
-
     mp_process *p;
     mp_process_open(&p, worker, NULL, NULL);
     mp_process_start(p);
@@ -79,8 +77,8 @@ main(int argc, char **argv)
         rc = run_client(argv[2], mp_manager_address(m));
     else {
         char line[16];
-        fprintf(stderr, "run: python3 remote_manager.py %s   (then press Enter)\n",
-                mp_manager_address(m));
+        fprintf(stderr, "serving on %s\nrun: python3 remote_manager.py %s   (then press Enter)\n",
+                mp_manager_address(m), mp_manager_address(m));
         if (fgets(line, sizeof line, stdin) == NULL)
             line[0] = '\0';
     }

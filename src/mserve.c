@@ -2,11 +2,13 @@
  * mserve.c - the manager process serving CPython's manager protocol (contract §2.6).
  *
  * One process, one poll() loop over the listener, every client connection, the shutdown
- * eventfd and the owner's pidfd. Python's server runs a thread per connection; here a
- * connection is only read when poll() says a request has begun to arrive, and each frame and
- * reply is bounded by IO_TIMEOUT_MS, so one slow or dead client holds the others up for at most
- * that long and is then dropped. The handshake of a new connection is bounded the same way by
- * the listener's handshake timeout.
+ * eventfd and the owner's pidfd. Python's server runs a thread per connection; here every
+ * client socket is read and written without blocking: a request is gathered into the client's
+ * buffer as its bytes arrive and answered once complete, and a reply the client does not read
+ * waits in its output buffer (the client's next request is read only after it has gone). So a
+ * client that stalls mid-frame, or stops reading, holds up no one. The one bounded wait is the
+ * authkey handshake of a new connection (mp_listener_accept, at most the listener's handshake
+ * timeout, 2 s by default here).
  *
  * The containers live in the shared heap, so a container a Python client creates is an
  * ordinary heap container: the table here only maps CPython's idents (the container's heap
@@ -22,11 +24,11 @@
 
 #include <inttypes.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#define IO_TIMEOUT_MS 2000            /* one request frame, or one reply, at most */
 #define MAX_REQUEST ((size_t)64 << 20) /* a larger request closes the connection */
 #define MAX_CONNS 1000
 
@@ -38,7 +40,16 @@ typedef struct obj {
 
 typedef struct client {
     mp_conn *conn;
+    int fd;
     bool serving; /* after accept_connection: any number of method calls */
+    bool last;    /* close once the reply has gone (a control request's connection) */
+    bool stop;    /* stop serving once the reply has gone (a shutdown request) */
+    uint8_t hdr[12];
+    size_t hlen;       /* header bytes received */
+    uint8_t *in;       /* the request payload being received */
+    size_t need, got, cap;
+    uint8_t *out;      /* the framed reply still to send */
+    size_t outlen, outoff;
 } client;
 
 typedef struct server {
@@ -266,32 +277,40 @@ control(server *s, const char *method, const mp__pv *args, const mp__pv *kwds, b
 
 /* ---- connections ----------------------------------------------------------------------------- */
 
+/* Append the framed pickle of reply to the client's output. */
 static int
-send_pv(mp_conn *conn, const mp__pv *reply)
+queue_reply(client *c, const mp__pv *reply)
 {
-    uint8_t *buf;
+    uint8_t *buf, hdr[12];
     size_t len;
     int r = mp__pickle_dumps(reply, 4, &buf, &len);
     if (r != 0)
         return r;
-    r = mp_conn_send_bytes(conn, buf, len, IO_TIMEOUT_MS);
+    size_t h = mp__conn_header(len, hdr);
+    uint8_t *out = mp__realloc(c->out, c->outlen + h + len);
+    if (out == NULL) {
+        mp__free(buf);
+        return -ENOMEM;
+    }
+    memcpy(out + c->outlen, hdr, h);
+    memcpy(out + c->outlen + h, buf, len);
+    c->out = out;
+    c->outlen += h + len;
     mp__free(buf);
-    return r;
+    return 0;
 }
 
-/* Read and answer one request. Returns false when the connection is to be closed. */
+/* Answer one complete request (the payload in c->in). Returns false when the connection is to
+ * be dropped at once (out of memory for the reply). */
 static bool
-handle(server *s, client *c)
+answer(server *s, client *c)
 {
-    void *buf;
-    size_t len;
-    int r = mp_conn_recv_bytes(c->conn, &buf, &len, MAX_REQUEST, IO_TIMEOUT_MS);
-    if (r != 0)
-        return false; /* EOF (the client went), a stall, an oversized or broken frame */
     mp__pv *req = NULL, *reply = NULL;
     mp__unpickle_opts uo = {.allow = request_globals, .limits = {.max_depth = 100}};
-    r = mp__pickle_loads(&req, buf, len, &uo);
-    mp_free(buf);
+    int r = mp__pickle_loads(&req, c->in, c->need, &uo);
+    mp__free(c->in);
+    c->in = NULL;
+    c->hlen = c->need = c->got = c->cap = 0;
     const mp__pv *ident = mp__pv_item(req, 0), *method = mp__pv_item(req, 1),
                  *args = mp__pv_item(req, 2), *kwds = mp__pv_item(req, 3);
     bool keep = c->serving;
@@ -303,20 +322,119 @@ handle(server *s, client *c)
              args->kind != MP__PV_TUPLE || kwds->kind != MP__PV_DICT)
         reply = mp__serve_traceback("ValueError",
                                     "a request is (ident, methodname: str, args: tuple, kwds: dict)");
-    else if (!c->serving)
+    else if (!c->serving) {
+        bool was = s->stop;
         reply = control(s, method->u.s.data, args, kwds, &keep);
-    else {
+        /* Stop only once the reply has gone. */
+        c->stop = s->stop && !was;
+        s->stop = was;
+    } else {
         obj *o = find_obj(s, ident);
         reply = o != NULL ? mp__serve_call(o->c, method->u.s.data, args, kwds) : no_ident(ident);
     }
     mp__pv_free(req);
-    bool ok = reply != NULL && send_pv(c->conn, reply) == 0;
+    bool ok = reply != NULL && queue_reply(c, reply) == 0;
     /* CPython's shutdown() replies itself, then the generic handler replies again. */
-    if (ok && s->stop)
-        send_pv(c->conn, reply);
+    if (ok && c->stop)
+        ok = queue_reply(c, reply) == 0;
     mp__pv_free(reply);
     c->serving = keep;
-    return ok && keep;
+    c->last = !keep;
+    return ok;
+}
+
+/* Receive what has arrived; answer a request once it is complete. False: drop the client (EOF,
+ * a bad header, an oversized request, out of memory). */
+static bool
+on_readable(server *s, client *c)
+{
+    while (c->out == NULL) {
+        uint8_t *dst;
+        size_t want;
+        if (c->in == NULL) {
+            want = (c->hlen < 4 ? 4 : 12) - c->hlen;
+            dst = c->hdr + c->hlen;
+        } else {
+            if (c->got == c->cap) {
+                size_t cap = c->cap * 2 < c->need ? c->cap * 2 : c->need;
+                uint8_t *n = mp__realloc(c->in, cap);
+                if (n == NULL)
+                    return false;
+                c->in = n;
+                c->cap = cap;
+            }
+            want = c->cap - c->got;
+            dst = c->in + c->got;
+        }
+        ssize_t n = want > 0 ? recv(c->fd, dst, want, MSG_DONTWAIT) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return true;
+        if (n <= 0 && want > 0)
+            return false;
+        if (c->in == NULL) {
+            c->hlen += (size_t)n;
+            if (c->hlen < 4)
+                continue;
+            int32_t h = (int32_t)((uint32_t)c->hdr[0] << 24 | (uint32_t)c->hdr[1] << 16 |
+                                  (uint32_t)c->hdr[2] << 8 | c->hdr[3]);
+            uint64_t size = (uint64_t)h;
+            if (h == -1) {
+                if (c->hlen < 12)
+                    continue;
+                size = 0;
+                for (int i = 4; i < 12; i++)
+                    size = size << 8 | c->hdr[i];
+            } else if (h < 0) {
+                return false;
+            }
+            if (size > MAX_REQUEST)
+                return false;
+            c->need = (size_t)size;
+            c->cap = c->need < 65536 ? c->need : 65536;
+            c->in = mp__malloc(c->cap > 0 ? c->cap : 1);
+            if (c->in == NULL)
+                return false;
+        } else {
+            c->got += (size_t)n;
+        }
+        if (c->in != NULL && c->got == c->need && !answer(s, c))
+            return false;
+    }
+    return true;
+}
+
+/* Send what the client's output holds. False: drop the client (an error, or the reply of a
+ * control request has gone). */
+static bool
+on_writable(server *s, client *c)
+{
+    while (c->outoff < c->outlen) {
+        ssize_t n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return true;
+        if (n < 0)
+            return false;
+        c->outoff += (size_t)n;
+    }
+    mp__free(c->out);
+    c->out = NULL;
+    c->outlen = c->outoff = 0;
+    if (c->stop)
+        s->stop = true;
+    return !c->last;
+}
+
+static void
+drop(client *c)
+{
+    mp_conn_close(c->conn);
+    mp__free(c->in);
+    mp__free(c->out);
 }
 
 static void
@@ -333,7 +451,7 @@ accept_all(server *s)
             mp_conn_close(conn);
             continue;
         }
-        s->cl[s->ncl++] = (client){conn, false};
+        s->cl[s->ncl++] = (client){.conn = conn, .fd = mp_conn_fileno(conn)};
     }
 }
 
@@ -354,7 +472,8 @@ mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pi
         p[np++] = (struct pollfd){.fd = owner_pidfd, .events = POLLIN};
         p[np++] = (struct pollfd){.fd = mp_listener_fileno(l), .events = POLLIN};
         for (size_t i = 0; i < s->ncl; i++)
-            p[np++] = (struct pollfd){.fd = mp_conn_fileno(s->cl[i].conn), .events = POLLIN};
+            p[np++] = (struct pollfd){.fd = s->cl[i].fd,
+                                      .events = s->cl[i].out != NULL ? POLLOUT : POLLIN};
         /* Without a pidfd (fd -1, which poll skips), look at the parent every 100 ms. */
         int r = poll(p, np, owner_pidfd >= 0 ? -1 : 100);
         if (r < 0 || p[0].revents != 0 || p[1].revents != 0 ||
@@ -364,16 +483,25 @@ mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pi
          * lines up with cl[]: a dropped client is replaced by the last one, which was polled
          * too, so walk backwards. */
         for (size_t i = s->ncl; i-- > 0 && !s->stop;) {
-            if (p[3 + i].revents == 0 || handle(s, &s->cl[i]))
+            client *c = &s->cl[i];
+            if (p[3 + i].revents == 0)
                 continue;
-            mp_conn_close(s->cl[i].conn);
+            /* A reply is sent at once where the socket has room, else when poll says so. */
+            bool ok = c->out != NULL ? on_writable(s, c) : on_readable(s, c);
+            if (ok && c->out != NULL && c->outoff == 0)
+                ok = on_writable(s, c);
+            if (ok)
+                continue;
+            if (c->stop)
+                s->stop = true;
+            drop(c);
             s->cl[i] = s->cl[--s->ncl];
         }
         if (p[2].revents != 0 && !s->stop)
             accept_all(s);
     }
     for (size_t i = 0; i < s->ncl; i++)
-        mp_conn_close(s->cl[i].conn);
+        drop(&s->cl[i]);
     for (size_t i = 0; i < s->nobjs; i++)
         mp__cont_free(s->objs[i].c);
     mp__free(s->objs);
