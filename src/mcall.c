@@ -670,18 +670,15 @@ ns_call(const call *k)
     const mp__pv *name = arg_(k, 0);
     if (name->kind != MP__PV_STR)
         return errorf_("TypeError", "attribute name must be string, not '%s'", type_name(name));
-    int e;
-    if (strlen(name->u.s.data) != name->u.s.len || name->u.s.data[0] == '_' ||
-        name->u.s.len == 0)
-        e = -ENOENT; /* Python keeps these on the proxy; the server has none of them */
-    else if (set)
-        e = item_of(arg_(k, 1), &v, &r) ? mp_namespace_set(ns, name->u.s.data, &v) : 1;
-    else if (del)
-        e = mp_namespace_del(ns, name->u.s.data);
-    else
-        e = mp_namespace_get(ns, name->u.s.data, &out);
-    if (e == 1)
+    /* Names starting with '_' stay on Python's proxy; the server has none of them. */
+    bool plain = strlen(name->u.s.data) == name->u.s.len && name->u.s.len > 0 &&
+                 name->u.s.data[0] != '_';
+    if (set && !item_of(arg_(k, 1), &v, &r))
         return r;
+    int e = !plain ? -ENOENT
+            : set  ? mp_namespace_set(ns, name->u.s.data, &v)
+            : del  ? mp_namespace_del(ns, name->u.s.data)
+                   : mp_namespace_get(ns, name->u.s.data, &out);
     if (e != 0)
         return fail_(e,
                      errorf_("AttributeError", "'Namespace' object has no attribute '%.200s'",

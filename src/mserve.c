@@ -172,12 +172,13 @@ create(server *s, const mp__pv *args, const mp__pv *kwds)
             size_t n = 0;
             if (mp__pv_len(kwds) > 0 || mp__pv_len(args) > 2)
                 return mp__serve_traceback("TypeError", "list() takes at most 1 argument");
-            if (mp__pv_len(args) == 2 && !mp__serve_items(mp__pv_item(args, 1), &items, &n, &r))
-                return r != NULL ? mp__serve_traceback("TypeError", "%s",
-                                                       "list() accepts a list or tuple of None, "
-                                                       "bool, int, float, str or bytes")
-                                 : NULL;
-            mp__pv_free(r);
+            if (mp__pv_len(args) == 2 && !mp__serve_items(mp__pv_item(args, 1), &items, &n, &r)) {
+                if (r == NULL)
+                    return NULL;
+                mp__pv_free(r);
+                return mp__serve_traceback("TypeError", "list() takes a list or tuple of None, "
+                                                        "bool, int, float, str or bytes");
+            }
             e = mp__shlist_create(s->h, items, n, &off);
             mp__free(items);
         } else {
@@ -211,7 +212,7 @@ debug_info(server *s)
     if (text == NULL)
         return NULL;
     text[0] = '\0';
-    for (size_t i = 0; i < s->nobjs; i++)
+    for (size_t i = 0; i < s->nobjs && at < cap; i++)
         at += (size_t)snprintf(text + at, cap - at, "%s  %" PRIx64 ":       refcount=%ld",
                                i > 0 ? "\n" : "", s->objs[i].off, s->objs[i].refs);
     mp__pv *r = mp__serve_reply("#RETURN", mp__pv_cstr(text));
@@ -500,6 +501,9 @@ mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pi
         if (p[2].revents != 0 && !s->stop)
             accept_all(s);
     }
+    /* The owner (and its children) still hold the listening socket: shut it down so that
+     * new clients are refused at once rather than left waiting for a handshake. */
+    shutdown(mp_listener_fileno(l), SHUT_RDWR);
     for (size_t i = 0; i < s->ncl; i++)
         drop(&s->cl[i]);
     for (size_t i = 0; i < s->nobjs; i++)
