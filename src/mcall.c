@@ -415,8 +415,10 @@ list_call(const call *k)
     if (strcmp(m, "append") == 0 || strcmp(m, "remove") == 0 || strcmp(m, "count") == 0 ||
         strcmp(m, "__contains__") == 0 || strcmp(m, "index") == 0) {
         if (!nargs_(k, 1, 1, &r)) {
-            if (m[0] == 'i' && k->nargs > 1)
+            if (m[0] == 'i' && k->nargs > 1 && mp__pv_len(k->kwds) == 0) {
+                mp__pv_free(r);
                 return errorf_("TypeError", "mpipc's manager has no index() with start and stop");
+            }
             return r;
         }
         if (!item_of(arg_(k, 0), &v, &r))

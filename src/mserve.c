@@ -52,7 +52,7 @@ typedef struct client {
     size_t outlen, outoff;
 } client;
 
-typedef struct server {
+struct mp__server {
     mp__heap *h;
     mp_listener *l;
     mp__cont *reg; /* the registered typeids: a dict of str to container */
@@ -61,9 +61,10 @@ typedef struct server {
     client cl[MAX_CONNS];
     size_t ncl;
     bool stop;
-} server;
+};
+typedef struct mp__server server;
 
-static const mp__pickle_global request_globals[] = {
+const mp__pickle_global mp__serve_request_globals[] = {
     {"multiprocessing.managers", "Token"},
     {"builtins", "slice"},
     {NULL, NULL},
@@ -222,7 +223,8 @@ debug_info(server *s)
 
 /* Answer a control request; *keep is set when the connection becomes a serving one. */
 static mp__pv *
-control(server *s, const char *method, const mp__pv *args, const mp__pv *kwds, bool *keep)
+control(server *s, const char *method, const mp__pv *args, const mp__pv *kwds, bool *keep,
+        bool *stop)
 {
     const mp__pv *a0 = mp__pv_item(args, 0);
     size_t na = mp__pv_len(args);
@@ -261,7 +263,7 @@ control(server *s, const char *method, const mp__pv *args, const mp__pv *kwds, b
                          : no_ident(st != NULL ? mp__pv_item(st, 2) : NULL);
     }
     if (strcmp(method, "shutdown") == 0 && na == 0) {
-        s->stop = true;
+        *stop = true;
         return mp__serve_reply("#RETURN", mp__pv_none());
     }
     bool known = false;
@@ -301,20 +303,15 @@ queue_reply(client *c, const mp__pv *reply)
     return 0;
 }
 
-/* Answer one complete request (the payload in c->in). Returns false when the connection is to
- * be dropped at once (out of memory for the reply). */
-static bool
-answer(server *s, client *c)
+mp__pv *
+mp__server_answer(server *s, const void *buf, size_t len, bool *serving, bool *stop)
 {
     mp__pv *req = NULL, *reply = NULL;
-    mp__unpickle_opts uo = {.allow = request_globals, .limits = {.max_depth = 100}};
-    int r = mp__pickle_loads(&req, c->in, c->need, &uo);
-    mp__free(c->in);
-    c->in = NULL;
-    c->hlen = c->need = c->got = c->cap = 0;
+    mp__unpickle_opts uo = {.allow = mp__serve_request_globals, .limits = {.max_depth = 100}};
+    int r = mp__pickle_loads(&req, buf, len, &uo);
     const mp__pv *ident = mp__pv_item(req, 0), *method = mp__pv_item(req, 1),
                  *args = mp__pv_item(req, 2), *kwds = mp__pv_item(req, 3);
-    bool keep = c->serving;
+    bool keep = *serving;
     if (r != 0)
         reply = mp__serve_traceback("_pickle.UnpicklingError", "mpipc refused the request: %s",
                                     r == -EPERM ? "a global outside the allow-list"
@@ -323,24 +320,33 @@ answer(server *s, client *c)
              args->kind != MP__PV_TUPLE || kwds->kind != MP__PV_DICT)
         reply = mp__serve_traceback("ValueError",
                                     "a request is (ident, methodname: str, args: tuple, kwds: dict)");
-    else if (!c->serving) {
-        bool was = s->stop;
-        reply = control(s, method->u.s.data, args, kwds, &keep);
-        /* Stop only once the reply has gone. */
-        c->stop = s->stop && !was;
-        s->stop = was;
-    } else {
+    else if (!*serving)
+        reply = control(s, method->u.s.data, args, kwds, &keep, stop);
+    else {
         obj *o = find_obj(s, ident);
         reply = o != NULL ? mp__serve_call(o->c, method->u.s.data, args, kwds) : no_ident(ident);
     }
     mp__pv_free(req);
+    *serving = keep;
+    return reply;
+}
+
+/* Answer the complete request in c->in. False: drop the client now (no memory for a reply). */
+static bool
+answer(server *s, client *c)
+{
+    bool serving = c->serving;
+    mp__pv *reply = mp__server_answer(s, c->in, c->need, &serving, &c->stop);
+    mp__free(c->in);
+    c->in = NULL;
+    c->hlen = c->need = c->got = c->cap = 0;
     bool ok = reply != NULL && queue_reply(c, reply) == 0;
     /* CPython's shutdown() replies itself, then the generic handler replies again. */
     if (ok && c->stop)
         ok = queue_reply(c, reply) == 0;
     mp__pv_free(reply);
-    c->serving = keep;
-    c->last = !keep;
+    c->serving = serving;
+    c->last = !serving;
     return ok;
 }
 
@@ -456,16 +462,41 @@ accept_all(server *s)
     }
 }
 
-void
-mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pidfd, pid_t owner)
+server *
+mp__server_new(mp__heap *h, uint64_t registry)
 {
     server *s = mp__calloc(1, sizeof *s);
     mp__cont *reg = s != NULL ? mp__cont_new(h, registry, MP__KIND_DICT) : NULL;
     if (reg == NULL) {
         mp__free(s);
-        return;
+        return NULL;
     }
-    *s = (server){.h = h, .l = l, .reg = reg};
+    s->h = h;
+    s->reg = reg;
+    return s;
+}
+
+void
+mp__server_free(server *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->ncl; i++)
+        drop(&s->cl[i]);
+    for (size_t i = 0; i < s->nobjs; i++)
+        mp__cont_free(s->objs[i].c);
+    mp__free(s->objs);
+    mp__cont_free(s->reg);
+    mp__free(s);
+}
+
+void
+mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pidfd, pid_t owner)
+{
+    server *s = mp__server_new(h, registry);
+    if (s == NULL)
+        return;
+    s->l = l;
     struct pollfd *p = mp__calloc(MAX_CONNS + 3, sizeof *p);
     while (p != NULL && !s->stop && !mp__heap_down(h)) {
         size_t np = 0;
@@ -477,6 +508,8 @@ mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pi
                                       .events = s->cl[i].out != NULL ? POLLOUT : POLLIN};
         /* Without a pidfd (fd -1, which poll skips), look at the parent every 100 ms. */
         int r = poll(p, np, owner_pidfd >= 0 ? -1 : 100);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == ENOMEM))
+            continue;
         if (r < 0 || p[0].revents != 0 || p[1].revents != 0 ||
             (owner_pidfd < 0 && getppid() != owner))
             break;
@@ -504,12 +537,6 @@ mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pi
     /* The owner (and its children) still hold the listening socket: shut it down so that
      * new clients are refused at once rather than left waiting for a handshake. */
     shutdown(mp_listener_fileno(l), SHUT_RDWR);
-    for (size_t i = 0; i < s->ncl; i++)
-        drop(&s->cl[i]);
-    for (size_t i = 0; i < s->nobjs; i++)
-        mp__cont_free(s->objs[i].c);
-    mp__free(s->objs);
     mp__free(p);
-    mp__cont_free(reg);
-    mp__free(s);
+    mp__server_free(s);
 }

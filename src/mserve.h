@@ -15,6 +15,21 @@
 void mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pidfd,
                pid_t owner);
 
+/* The globals a request may name: multiprocessing.managers.Token (get_methods) and
+ * builtins.slice (l[1:3]). */
+extern const mp__pickle_global mp__serve_request_globals[];
+
+/* The request-answering part of the server, apart from the sockets (the fuzz target drives
+ * it directly): the object table and the registry. */
+typedef struct mp__server mp__server;
+/* mp__server_new - NULL when out of memory. registry: as mp__serve's. */
+mp__server *mp__server_new(mp__heap *h, uint64_t registry);
+void mp__server_free(mp__server *s);
+/* mp__server_answer - the reply to one request frame's payload: a control request while
+ * *serving is false (accept_connection sets it), else a method call. *stop is set by a
+ * shutdown request. NULL when out of memory. */
+mp__pv *mp__server_answer(mp__server *s, const void *buf, size_t len, bool *serving, bool *stop);
+
 /* mp__serve_call - run `method` of the container c with a request's args (a tuple) and kwds (a
  * dict) and return the whole reply, ('#RETURN', value), ('#ERROR', exception) or
  * ('#TRACEBACK', text), as CPython's Server.serve_client builds it; NULL when out of memory.

@@ -1,6 +1,7 @@
 # remote_manager_peer.py - the Python client side of tests/test_remote_manager.c.
 #
 #   python3 remote_manager_peer.py MODE ADDRESS [ARGS...]
+#   python3 remote_manager_peer.py --corpus DIR   (seeds for tests/fuzz_manager_request.c)
 #
 # Every mode prints "ok" at the end and exits 0; any mismatch raises (a traceback on stderr
 # fails the C test). ADDRESS is "host:port" or an AF_UNIX path.
@@ -278,7 +279,39 @@ def mode_raw(addr):
     assert ask((None, 'dummy', (), {})) == ('#RETURN', None)
 
 
+def write_corpus(directory):
+    import os
+    import pickle
+    os.makedirs(directory, exist_ok=True)
+    seeds = []
+    # Control requests (first byte 0) and serving requests (first byte 1).
+    for req in [(None, 'create', ('list', [1, 'a', None]), {}), (None, 'create', ('dict',), {'k': 1}),
+                (None, 'create', ('Namespace',), {'a': 1.5}), (None, 'dummy', (), {}),
+                (None, 'incref', ('40',), {}), (None, 'decref', ('40',), {}),
+                (None, 'number_of_objects', (), {}), (None, 'debug_info', (), {}),
+                (None, 'accept_connection', ('x',), {}), (None, 'shutdown', (), {})]:
+        seeds.append(b'\x00' + pickle.dumps(req, 4))
+    seeds.append(b'\x01' + pickle.dumps(('40', '__len__', (), {}), 4))
+    # Method calls on the list (0), dict (1) and Namespace (2): first bytes 2, container.
+    calls = [(0, 'append', (b'x' * 9,)), (0, 'extend', ([1, 2.5, True],)), (0, '__getitem__', (slice(1, None, -1),)),
+             (0, '__setitem__', (slice(0, 1), ['q'])), (0, 'insert', (-1, 'i')), (0, 'pop', (0,)),
+             (0, 'index', ('i',)), (0, 'count', (1,)), (0, 'remove', (2.5,)), (0, 'reverse', ()),
+             (0, '#GETVALUE', ()), (0, '__repr__', ()), (1, '__setitem__', ('k', 'v')),
+             (1, 'update', ([('a', 1)],)), (1, 'setdefault', (3,)), (1, 'popitem', ()),
+             (1, 'items', ()), (1, 'get', ('zz', [1])), (1, 'copy', ()),
+             (2, '__setattr__', ('a', 1)), (2, '__getattribute__', ('a',)), (2, '__delattr__', ('a',))]
+    for target, method, args in calls:
+        seeds.append(bytes([2, target]) + pickle.dumps((method, args, {}), 4))
+    seeds.append(bytes([2, 0]) + pickle.dumps(('sort', (), {'reverse': True}), 4))
+    for i, seed in enumerate(seeds):
+        with open(os.path.join(directory, 'seed%02d' % i), 'wb') as f:
+            f.write(seed)
+
+
 def main():
+    if sys.argv[1] == '--corpus':
+        write_corpus(sys.argv[2])
+        return
     mode, addr = sys.argv[1], parse(sys.argv[2])
     if mode == 'methods':
         mode_methods(addr)
