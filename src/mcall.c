@@ -118,7 +118,7 @@ mp__call_type_name(const mp__pv *v)
 
 /* Borrow a value as an item, or set *err to the reply for a value no container can hold. */
 bool
-mp__call_item(const mp__pv *v, mp_item *it, mp__pv **err)
+mp__call_item(mp__server *srv, const mp__pv *v, mp_item *it, mp__pv **err)
 {
     switch (v->kind) {
     case MP__PV_NONE:
@@ -144,16 +144,29 @@ mp__call_item(const mp__pv *v, mp_item *it, mp__pv **err)
     case MP__PV_BIGINT:
         *err = mp__call_errorf("OverflowError", "int too large for an mpipc manager item (int64)");
         return false;
-    default:
-        *err = mp__call_errorf("TypeError",
-                       "an mpipc manager item is None, bool, int, float, str or bytes, not '%s'",
-                       mp__call_type_name(v));
-        return false;
+    case MP__PV_OBJECT: {
+        /* A proxy of a container of this manager: the item refers to that container. */
+        mp__cont *c = mp__server_proxy_cont(srv, v);
+        if (c == NULL)
+            break;
+        it->type = c->kind == MP__KIND_LIST   ? MP_ITEM_LIST
+                   : c->kind == MP__KIND_DICT ? MP_ITEM_DICT
+                                              : MP_ITEM_NAMESPACE;
+        it->v.list = (mp_list *)c;
+        return true;
     }
+    default:
+        break;
+    }
+    *err = mp__call_errorf("TypeError",
+                           "an mpipc manager item is None, bool, int, float, str, bytes or a "
+                           "proxy of this manager, not '%s'",
+                           mp__call_type_name(v));
+    return false;
 }
 
 bool
-mp__serve_items(const mp__pv *seq, mp_item **out, size_t *n, mp__pv **err)
+mp__serve_items(mp__server *srv, const mp__pv *seq, mp_item **out, size_t *n, mp__pv **err)
 {
     *out = NULL;
     *n = 0;
@@ -168,7 +181,7 @@ mp__serve_items(const mp__pv *seq, mp_item **out, size_t *n, mp__pv **err)
         return false;
     }
     for (size_t i = 0; i < len; i++)
-        if (!mp__call_item(mp__pv_item(seq, i), &items[i], err)) {
+        if (!mp__call_item(srv, mp__pv_item(seq, i), &items[i], err)) {
             mp__free(items);
             return false;
         }
@@ -177,10 +190,10 @@ mp__serve_items(const mp__pv *seq, mp_item **out, size_t *n, mp__pv **err)
     return true;
 }
 
-/* A tree for an item the library filled: consumes (clears) it. A nested container cannot
- * travel (it would need a proxy of its own): TypeError. */
+/* A tree for an item the library filled: consumes (clears) it. A nested container becomes a
+ * proxy of it. */
 mp__pv *
-mp__call_pv(mp_item *it, mp__pv **err)
+mp__call_pv(mp__server *srv, mp_item *it, mp__pv **err)
 {
     mp__pv *v = NULL;
     switch (it->type) {
@@ -203,9 +216,12 @@ mp__call_pv(mp_item *it, mp__pv **err)
         v = mp__pv_bytes(it->v.s.ptr, it->v.s.len);
         break;
     default:
-        *err = mp__call_errorf("TypeError", "a nested shared container cannot be sent to a Python client");
+        /* A nested container travels as a proxy, as CPython's nested proxies do. */
+        v = srv != NULL ? mp__server_proxy(srv, (const mp__cont *)it->v.list) : NULL;
+        *err = srv == NULL ? mp__call_errorf("TypeError", "a nested container needs a server")
+                           : NULL;
         mp_item_clear(it);
-        return NULL;
+        return v;
     }
     mp_item_clear(it);
     if (v == NULL)
@@ -244,12 +260,12 @@ mp__call_fail(int r, mp__pv *missing, const char *range)
 
 /* A sequence of items the library filled, as a list tree (consumes them). */
 mp__pv *
-mp__call_list_of(mp_item *items, size_t n, mp__pv **err)
+mp__call_list_of(mp__server *srv, mp_item *items, size_t n, mp__pv **err)
 {
     mp__pv *l = mp__pv_list();
     *err = NULL;
     for (size_t i = 0; i < n; i++) {
-        mp__pv *v = l != NULL ? mp__call_pv(&items[i], err) : NULL;
+        mp__pv *v = l != NULL ? mp__call_pv(srv, &items[i], err) : NULL;
         if (v == NULL || mp__pv_append(l, v) != 0) {
             mp__pv_free(l);
             l = NULL;
@@ -327,7 +343,7 @@ mp__call_slice(const mp__pv *v, ptrdiff_t b[3], mp__pv **r)
 
 /* #GETVALUE: a copy of the referent as Python would pickle it. */
 static mp__pv *
-getvalue_(mp__cont *c)
+getvalue_(mp__server *srv, mp__cont *c)
 {
     mp__pv *r = NULL, *v;
     if (c->kind == MP__KIND_LIST) {
@@ -336,9 +352,9 @@ getvalue_(mp__cont *c)
         int e = mp_list_slice((mp_list *)c, MP_SLICE_DEFAULT, MP_SLICE_DEFAULT, 1, &items, &n);
         if (e != 0)
             return mp__call_fail(e, NULL, NULL);
-        return (v = mp__call_list_of(items, n, &r)) != NULL ? mp__call_ret(v) : r;
+        return (v = mp__call_list_of(srv, items, n, &r)) != NULL ? mp__call_ret(v) : r;
     }
-    if ((v = mp__call_snapshot((mp_dict *)c, 0, &r)) == NULL)
+    if ((v = mp__call_snapshot(srv, (mp_dict *)c, 0, &r)) == NULL)
         return r;
     if (c->kind == MP__KIND_DICT)
         return mp__call_ret(v);
@@ -348,9 +364,9 @@ getvalue_(mp__cont *c)
 }
 
 mp__pv *
-mp__serve_call(mp__cont *c, const char *method, const mp__pv *args, const mp__pv *kwds)
+mp__serve_call(mp__server *srv, mp__cont *c, const char *method, const mp__pv *args, const mp__pv *kwds)
 {
-    mp__call k = {c, method, args, kwds, mp__pv_len(args)};
+    mp__call k = {srv, c, method, args, kwds, mp__pv_len(args)};
     bool fallback = strcmp(method, "#GETVALUE") == 0 || strcmp(method, "__repr__") == 0 ||
                     strcmp(method, "__str__") == 0;
     bool exposed = false;
@@ -369,7 +385,7 @@ mp__serve_call(mp__cont *c, const char *method, const mp__pv *args, const mp__pv
     }
     if (fallback && !exposed) {
         if (method[0] == '#')
-            return getvalue_(c);
+            return getvalue_(srv, c);
         char *s;
         ssize_t n = mp__cont_repr(c, &s);
         if (n < 0)

@@ -9,6 +9,7 @@
 
 /* One method call: the container, the method's name, args (a tuple) and kwds (a dict). */
 typedef struct mp__call {
+    mp__server *srv; /* for nested containers, which travel as proxies */
     mp__cont *c;
     const char *m;
     const mp__pv *args, *kwds;
@@ -37,15 +38,15 @@ mp__pv *mp__call_fail(int r, mp__pv *missing, const char *range);
 const char *mp__call_type_name(const mp__pv *v);
 /* Borrow a value as an item; false with the reply in *err (TypeError, OverflowError) for a
  * value no container can hold. */
-bool mp__call_item(const mp__pv *v, mp_item *it, mp__pv **err);
+bool mp__call_item(mp__server *srv, const mp__pv *v, mp_item *it, mp__pv **err);
 /* A tree for an item the library filled, which it consumes; NULL with *err the reply for a
  * nested container (TypeError), or NULL *err when out of memory. */
-mp__pv *mp__call_pv(mp_item *it, mp__pv **err);
+mp__pv *mp__call_pv(mp__server *srv, mp_item *it, mp__pv **err);
 /* A list tree of n such items (consumes them and frees the array); NULL as mp__call_pv. */
-mp__pv *mp__call_list_of(mp_item *items, size_t n, mp__pv **err);
+mp__pv *mp__call_list_of(mp__server *srv, mp_item *items, size_t n, mp__pv **err);
 /* A dict's contents: 0 a dict tree, 'k'/'v'/'i' the list of keys, values or (key, value)
  * tuples. NULL with the reply in *r (NULL when out of memory). */
-mp__pv *mp__call_snapshot(mp_dict *d, char what, mp__pv **r);
+mp__pv *mp__call_snapshot(mp__server *srv, mp_dict *d, char what, mp__pv **r);
 
 /* Check lo..hi positional arguments and no keywords; false with the reply in *r. */
 bool mp__call_nargs(const mp__call *k, size_t lo, size_t hi, mp__pv **r);

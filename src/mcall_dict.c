@@ -17,7 +17,7 @@ as_list_call_(mp__pv *l)
 
 /* Append the pairs of a dict, or of a list/tuple of 2-item lists/tuples, to keys and values. */
 static bool
-pairs_of(const mp__pv *src, mp_item **keys, mp_item **vals, size_t *n, mp__pv **r)
+pairs_of(mp__server *srv, const mp__pv *src, mp_item **keys, mp_item **vals, size_t *n, mp__pv **r)
 {
     bool isdict = src->kind == MP__PV_DICT;
     if (!isdict && src->kind != MP__PV_LIST && src->kind != MP__PV_TUPLE) {
@@ -50,7 +50,7 @@ pairs_of(const mp__pv *src, mp_item **keys, mp_item **vals, size_t *n, mp__pv **
             kk = mp__pv_item(p, 0);
             vv = mp__pv_item(p, 1);
         }
-        if (!mp__call_item(kk, &nk[*n], r) || !mp__call_item(vv, &nv[*n], r))
+        if (!mp__call_item(srv, kk, &nk[*n], r) || !mp__call_item(srv, vv, &nv[*n], r))
             return false;
         (*n)++;
     }
@@ -59,7 +59,7 @@ pairs_of(const mp__pv *src, mp_item **keys, mp_item **vals, size_t *n, mp__pv **
 
 /* update(*args, **kwds), also the dict(...) and Namespace(**kw) constructors. */
 static mp__pv *
-update_(mp_dict *d, const mp__pv *args, size_t from, const mp__pv *kwds)
+update_(mp__server *srv, mp_dict *d, const mp__pv *args, size_t from, const mp__pv *kwds)
 {
     mp_item *keys = NULL, *vals = NULL;
     size_t n = 0;
@@ -69,9 +69,9 @@ update_(mp_dict *d, const mp__pv *args, size_t from, const mp__pv *kwds)
         return mp__call_errorf("TypeError", "update expected at most 1 argument, got %zu",
                        mp__pv_len(args) - from);
     if (mp__pv_len(args) == from + 1)
-        ok = pairs_of(mp__pv_item(args, from), &keys, &vals, &n, &r);
+        ok = pairs_of(srv, mp__pv_item(args, from), &keys, &vals, &n, &r);
     if (ok && kwds != NULL && mp__pv_len(kwds) > 0)
-        ok = pairs_of(kwds, &keys, &vals, &n, &r);
+        ok = pairs_of(srv, kwds, &keys, &vals, &n, &r);
     int e = ok ? mp_dict_update(d, keys, vals, n) : 0;
     mp__free(keys);
     mp__free(vals);
@@ -81,15 +81,15 @@ update_(mp_dict *d, const mp__pv *args, size_t from, const mp__pv *kwds)
 }
 
 mp__pv *
-mp__serve_init(mp__cont *c, const mp__pv *args, size_t from, const mp__pv *kwds)
+mp__serve_init(mp__server *srv, mp__cont *c, const mp__pv *args, size_t from, const mp__pv *kwds)
 {
-    return update_((mp_dict *)c, args, from, kwds);
+    return update_(srv, (mp_dict *)c, args, from, kwds);
 }
 
 /* A copy of the whole dict as a dict tree (copy(), #GETVALUE), or as the keys, values or
  * (key, value) tuples list ('k', 'v', 'i'). */
 mp__pv *
-mp__call_snapshot(mp_dict *d, char what, mp__pv **r)
+mp__call_snapshot(mp__server *srv, mp_dict *d, char what, mp__pv **r)
 {
     mp_item *keys, *vals;
     size_t n;
@@ -101,7 +101,7 @@ mp__call_snapshot(mp_dict *d, char what, mp__pv **r)
     mp__pv *out = what == 0 ? mp__pv_dict() : mp__pv_list();
     *r = NULL;
     for (size_t i = 0; i < n && out != NULL; i++) {
-        mp__pv *kv = mp__call_pv(&keys[i], r), *vv = mp__call_pv(&vals[i], r), *x;
+        mp__pv *kv = mp__call_pv(srv, &keys[i], r), *vv = mp__call_pv(srv, &vals[i], r), *x;
         int a;
         if (what == 0)
             a = mp__pv_dict_push(out, kv, vv);
@@ -132,13 +132,14 @@ key_error_(const mp__pv *key)
 mp__pv *
 mp__call_dict(const mp__call *k)
 {
+    mp__server *srv = k->srv;
     mp_dict *d = (mp_dict *)k->c;
     const char *m = k->m;
     mp__pv *r = NULL, *pv;
     mp_item key, v, out;
     int e;
     if (strcmp(m, "update") == 0)
-        return update_(d, k->args, 0, k->kwds);
+        return update_(srv, d, k->args, 0, k->kwds);
     if (strcmp(m, "__len__") == 0 || strcmp(m, "clear") == 0 || strcmp(m, "popitem") == 0 ||
         strcmp(m, "copy") == 0 || strcmp(m, "keys") == 0 || strcmp(m, "values") == 0 ||
         strcmp(m, "items") == 0) {
@@ -151,12 +152,12 @@ mp__call_dict(const mp__call *k)
         if (strcmp(m, "clear") == 0)
             return (e = mp_dict_clear(d)) == 0 ? mp__call_ret(mp__pv_none()) : mp__call_fail(e, NULL, NULL);
         if (strcmp(m, "copy") == 0)
-            return (pv = mp__call_snapshot(d, 0, &r)) != NULL ? mp__call_ret(pv) : r;
+            return (pv = mp__call_snapshot(srv, d, 0, &r)) != NULL ? mp__call_ret(pv) : r;
         if (m[0] != 'p')
-            return (pv = mp__call_snapshot(d, m[0], &r)) != NULL ? mp__call_ret(as_list_call_(pv)) : r;
+            return (pv = mp__call_snapshot(srv, d, m[0], &r)) != NULL ? mp__call_ret(as_list_call_(pv)) : r;
         if ((e = mp_dict_popitem(d, &key, &v)) != 0)
             return mp__call_fail(e, mp__call_errorf("KeyError", "popitem(): dictionary is empty"), NULL);
-        mp__pv *kv = mp__call_pv(&key, &r), *r2 = NULL, *vv = mp__call_pv(&v, &r2);
+        mp__pv *kv = mp__call_pv(srv, &key, &r), *r2 = NULL, *vv = mp__call_pv(srv, &v, &r2);
         if (kv != NULL && vv != NULL)
             return mp__call_ret(mp__pv_tuple(2, kv, vv));
         mp__pv_free(kv);
@@ -172,18 +173,18 @@ mp__call_dict(const mp__call *k)
     if (!set && !sd && !get && !pop && strcmp(m, "__getitem__") != 0 &&
         strcmp(m, "__delitem__") != 0 && strcmp(m, "__contains__") != 0)
         return NULL; /* not reached: the caller checked the exposed list */
-    if (!mp__call_nargs(k, lo, hi, &r) || !mp__call_item(mp__call_arg(k, 0), &key, &r))
+    if (!mp__call_nargs(k, lo, hi, &r) || !mp__call_item(srv, mp__call_arg(k, 0), &key, &r))
         return r;
     const mp__pv *def = k->nargs == 2 ? mp__call_arg(k, 1) : NULL;
     if (set || sd) {
         mp_item dv = mp_item_none();
-        if (def != NULL && !mp__call_item(def, &dv, &r))
+        if (def != NULL && !mp__call_item(srv, def, &dv, &r))
             return r;
         if (set)
             return (e = mp_dict_set(d, &key, &dv)) == 0 ? mp__call_ret(mp__pv_none()) : mp__call_fail(e, NULL, NULL);
         if ((e = mp_dict_setdefault(d, &key, &dv, &out)) != 0)
             return mp__call_fail(e, NULL, NULL);
-        return (pv = mp__call_pv(&out, &r)) != NULL ? mp__call_ret(pv) : r;
+        return (pv = mp__call_pv(srv, &out, &r)) != NULL ? mp__call_ret(pv) : r;
     }
     if (strcmp(m, "__contains__") == 0)
         return (e = mp_dict_contains(d, &key)) >= 0 ? mp__call_ret(mp__pv_bool(e)) : mp__call_fail(e, NULL, NULL);
@@ -196,12 +197,13 @@ mp__call_dict(const mp__call *k)
         return mp__call_ret(def != NULL ? mp__pv_copy(def) : mp__pv_none());
     if (e != 0)
         return mp__call_fail(e, key_error_(mp__call_arg(k, 0)), NULL);
-    return (pv = mp__call_pv(&out, &r)) != NULL ? mp__call_ret(pv) : r;
+    return (pv = mp__call_pv(srv, &out, &r)) != NULL ? mp__call_ret(pv) : r;
 }
 
 mp__pv *
 mp__call_ns(const mp__call *k)
 {
+    mp__server *srv = k->srv;
     mp_namespace *ns = (mp_namespace *)k->c;
     bool set = strcmp(k->m, "__setattr__") == 0, del = strcmp(k->m, "__delattr__") == 0;
     mp__pv *r = NULL, *pv;
@@ -214,7 +216,7 @@ mp__call_ns(const mp__call *k)
     /* Names starting with '_' stay on Python's proxy; the server has none of them. */
     bool plain = strlen(name->u.s.data) == name->u.s.len && name->u.s.len > 0 &&
                  name->u.s.data[0] != '_';
-    if (set && !mp__call_item(mp__call_arg(k, 1), &v, &r))
+    if (set && !mp__call_item(srv, mp__call_arg(k, 1), &v, &r))
         return r;
     int e = !plain ? -ENOENT
             : set  ? mp_namespace_set(ns, name->u.s.data, &v)
@@ -227,6 +229,6 @@ mp__call_ns(const mp__call *k)
                      NULL);
     if (set || del)
         return mp__call_ret(mp__pv_none());
-    return (pv = mp__call_pv(&out, &r)) != NULL ? mp__call_ret(pv) : r;
+    return (pv = mp__call_pv(srv, &out, &r)) != NULL ? mp__call_ret(pv) : r;
 }
 

@@ -11,6 +11,7 @@
 mp__pv *
 mp__call_list(const mp__call *k)
 {
+    mp__server *srv = k->srv;
     mp_list *l = (mp_list *)k->c;
     const char *m = k->m;
     mp__pv *r = NULL;
@@ -37,7 +38,7 @@ mp__call_list(const mp__call *k)
                                                                         : mp__call_fail(e, NULL, NULL);
             if ((e = mp_list_slice(l, b[0], b[1], b[2], &items, &n)) != 0)
                 return mp__call_fail(e, NULL, NULL);
-            mp__pv *lv = mp__call_list_of(items, n, &r);
+            mp__pv *lv = mp__call_list_of(srv, items, n, &r);
             return lv != NULL ? mp__call_ret(lv) : r;
         }
         i = -1;
@@ -46,7 +47,7 @@ mp__call_list(const mp__call *k)
         if (get) {
             if ((e = mp_list_get(l, i, &it)) != 0)
                 return mp__call_fail(e, NULL, "list index out of range");
-            mp__pv *pv = mp__call_pv(&it, &r);
+            mp__pv *pv = mp__call_pv(srv, &it, &r);
             return pv != NULL ? mp__call_ret(pv) : r;
         }
         if (!pop)
@@ -56,7 +57,7 @@ mp__call_list(const mp__call *k)
         ssize_t len = mp_list_len(l);
         if ((e = mp_list_pop(l, i, &it)) != 0)
             return mp__call_fail(e, NULL, len == 0 ? "pop from empty list" : "pop index out of range");
-        mp__pv *pv = mp__call_pv(&it, &r);
+        mp__pv *pv = mp__call_pv(srv, &it, &r);
         return pv != NULL ? mp__call_ret(pv) : r;
     }
     if (strcmp(m, "__setitem__") == 0) {
@@ -67,13 +68,13 @@ mp__call_list(const mp__call *k)
                 return r;
             if (b[2] != 1)
                 return mp__call_errorf("ValueError", "mpipc's manager assigns only to slices of step 1");
-            if (!mp__serve_items(mp__call_arg(k, 1), &items, &n, &r))
+            if (!mp__serve_items(srv, mp__call_arg(k, 1), &items, &n, &r))
                 return r;
             e = mp_list_set_slice(l, b[0], b[1], items, n);
             mp__free(items);
             return e == 0 ? mp__call_ret(mp__pv_none()) : mp__call_fail(e, NULL, NULL);
         }
-        if (!mp__call_index(mp__call_arg(k, 0), &i, &r) || !mp__call_item(mp__call_arg(k, 1), &v, &r))
+        if (!mp__call_index(mp__call_arg(k, 0), &i, &r) || !mp__call_item(srv, mp__call_arg(k, 1), &v, &r))
             return r;
         return (e = mp_list_set(l, i, &v)) == 0
                    ? mp__call_ret(mp__pv_none())
@@ -88,7 +89,7 @@ mp__call_list(const mp__call *k)
             }
             return r;
         }
-        if (!mp__call_item(mp__call_arg(k, 0), &v, &r))
+        if (!mp__call_item(srv, mp__call_arg(k, 0), &v, &r))
             return r;
         ssize_t x;
         switch (m[0]) {
@@ -109,14 +110,14 @@ mp__call_list(const mp__call *k)
         }
     }
     if (strcmp(m, "extend") == 0) {
-        if (!mp__call_nargs(k, 1, 1, &r) || !mp__serve_items(mp__call_arg(k, 0), &items, &n, &r))
+        if (!mp__call_nargs(k, 1, 1, &r) || !mp__serve_items(srv, mp__call_arg(k, 0), &items, &n, &r))
             return r;
         e = mp_list_extend(l, items, n);
         mp__free(items);
         return e == 0 ? mp__call_ret(mp__pv_none()) : mp__call_fail(e, NULL, NULL);
     }
     if (strcmp(m, "insert") == 0) {
-        if (!mp__call_nargs(k, 2, 2, &r) || !mp__call_index(mp__call_arg(k, 0), &i, &r) || !mp__call_item(mp__call_arg(k, 1), &v, &r))
+        if (!mp__call_nargs(k, 2, 2, &r) || !mp__call_index(mp__call_arg(k, 0), &i, &r) || !mp__call_item(srv, mp__call_arg(k, 1), &v, &r))
             return r;
         return (e = mp_list_insert(l, i, &v)) == 0 ? mp__call_ret(mp__pv_none()) : mp__call_fail(e, NULL, NULL);
     }

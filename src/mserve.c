@@ -26,6 +26,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -56,6 +57,7 @@ struct mp__server {
     mp__heap *h;
     mp_listener *l;
     mp__cont *reg; /* the registered typeids: a dict of str to container */
+    mp__pv *addr;  /* the address in a Token: (host, port) or the AF_UNIX path; None unserved */
     obj *objs;
     size_t nobjs, capobjs;
     client cl[MAX_CONNS];
@@ -66,6 +68,11 @@ typedef struct mp__server server;
 
 const mp__pickle_global mp__serve_request_globals[] = {
     {"multiprocessing.managers", "Token"},
+    {"multiprocessing.managers", "RebuildProxy"},
+    {"multiprocessing.managers", "AutoProxy"},
+    {"multiprocessing.managers", "ListProxy"},
+    {"multiprocessing.managers", "DictProxy"},
+    {"multiprocessing.managers", "NamespaceProxy"},
     {"builtins", "slice"},
     {NULL, NULL},
 };
@@ -140,6 +147,66 @@ no_ident(const mp__pv *ident)
                                                                           : "None");
 }
 
+/* ---- nested containers travel as proxies ----------------------------------------------------- */
+
+/* The ident in a Token tree (NEWOBJ + BUILD with the state (typeid, address, id)). */
+static const mp__pv *
+token_ident(const mp__pv *t)
+{
+    if (!mp__pv_is_global(t, "multiprocessing.managers", "Token") || t->kind != MP__PV_OBJECT ||
+        t->u.obj.state == NULL || t->u.obj.state->kind != MP__PV_TUPLE)
+        return NULL;
+    return mp__pv_item(t->u.obj.state, 2);
+}
+
+mp__cont *
+mp__server_proxy_cont(server *s, const mp__pv *v)
+{
+    if (s == NULL || !mp__pv_is_global(v, "multiprocessing.managers", "RebuildProxy") ||
+        v->kind != MP__PV_OBJECT || mp__pv_len(v->u.obj.args) < 2)
+        return NULL;
+    obj *o = find_obj(s, token_ident(mp__pv_item(v->u.obj.args, 1)));
+    return o != NULL ? o->c : NULL;
+}
+
+mp__pv *
+mp__server_proxy(server *s, const mp__cont *c)
+{
+    static const char *const typeids[] = {[MP__KIND_LIST] = "list", [MP__KIND_DICT] = "dict",
+                                          [MP__KIND_NS] = "Namespace"};
+    static const char *const classes[] = {[MP__KIND_LIST] = "ListProxy",
+                                          [MP__KIND_DICT] = "DictProxy",
+                                          [MP__KIND_NS] = "NamespaceProxy"};
+    /* The entry starts with no reference: the client's proxy increfs it when it is built and
+     * decrefs it when it goes, as with CPython's nested proxies. */
+    obj *o = ref_obj(s, c->off, c->kind);
+    if (o == NULL)
+        return NULL;
+    o->refs--;
+    mp__pv *token = mp__pv_object(
+        mp__pv_global("multiprocessing.managers", "Token"), mp__pv_tuple(0),
+        mp__pv_tuple(3, mp__pv_cstr(typeids[c->kind]), mp__pv_copy(s->addr), ident_pv(o)), true);
+    return mp__pv_object(mp__pv_global("multiprocessing.managers", "RebuildProxy"),
+                         mp__pv_tuple(4, mp__pv_global("multiprocessing.managers", classes[c->kind]),
+                                      token, mp__pv_cstr("pickle"), mp__pv_dict()),
+                         NULL, false);
+}
+
+/* The Token address of a listener address: (host, port) for TCP, the path for AF_UNIX. */
+static mp__pv *
+token_address(const char *a)
+{
+    const char *colon = strrchr(a, ':');
+    if (strchr(a, '/') != NULL || colon == NULL)
+        return mp__pv_cstr(a);
+    size_t hl = (size_t)(colon - a);
+    if (a[0] == '[' && hl >= 2 && a[hl - 1] == ']') {
+        a++;
+        hl -= 2;
+    }
+    return mp__pv_tuple(2, mp__pv_str(a, hl), mp__pv_int(strtol(colon + 1, NULL, 10)));
+}
+
 /* ---- control requests (a connection's first message) ----------------------------------------- */
 
 /* create(typeid, *args, **kwds): a registered typeid gives its container, "list", "dict" and
@@ -173,7 +240,7 @@ create(server *s, const mp__pv *args, const mp__pv *kwds)
             size_t n = 0;
             if (mp__pv_len(kwds) > 0 || mp__pv_len(args) > 2)
                 return mp__serve_traceback("TypeError", "list() takes at most 1 argument");
-            if (mp__pv_len(args) == 2 && !mp__serve_items(mp__pv_item(args, 1), &items, &n, &r)) {
+            if (mp__pv_len(args) == 2 && !mp__serve_items(s, mp__pv_item(args, 1), &items, &n, &r)) {
                 if (r == NULL)
                     return NULL;
                 mp__pv_free(r);
@@ -194,7 +261,7 @@ create(server *s, const mp__pv *args, const mp__pv *kwds)
     if (o == NULL)
         return NULL;
     if (o->refs == 1 && kind != MP__KIND_LIST && (mp__pv_len(args) > 1 || mp__pv_len(kwds) > 0)) {
-        r = mp__serve_init(o->c, args, 1, kwds);
+        r = mp__serve_init(s, o->c, args, 1, kwds);
         if (r == NULL || !mp__pv_is_str(mp__pv_item(r, 0), "#RETURN")) {
             unref_obj(s, o);
             return r;
@@ -245,22 +312,26 @@ control(server *s, const char *method, const mp__pv *args, const mp__pv *kwds, b
             return no_ident(a0);
         if (method[0] == 'i')
             o->refs++;
+        else if (o->refs <= 0)
+            return mp__serve_traceback("AssertionError", "Id %.40s has refcount 0, not 1+",
+                                       a0->u.s.data);
         else
             unref_obj(s, o);
         return mp__serve_reply("#RETURN", mp__pv_none());
     }
-    if (strcmp(method, "number_of_objects") == 0 && na == 0)
-        return mp__serve_reply("#RETURN", mp__pv_int((int64_t)s->nobjs));
+    if (strcmp(method, "number_of_objects") == 0 && na == 0) {
+        int64_t n = 0;
+        for (size_t i = 0; i < s->nobjs; i++)
+            n += s->objs[i].refs > 0;
+        return mp__serve_reply("#RETURN", mp__pv_int(n));
+    }
     if (strcmp(method, "debug_info") == 0 && na == 0)
         return debug_info(s);
     if (strcmp(method, "get_methods") == 0 && na == 1) {
-        /* A Token arrives as NEWOBJ + BUILD with the state (typeid, address, id). */
-        const mp__pv *st = a0->kind == MP__PV_OBJECT ? a0->u.obj.state : NULL;
-        obj *o = mp__pv_is_global(a0, "multiprocessing.managers", "Token") && st != NULL
-                     ? find_obj(s, mp__pv_item(st, 2))
-                     : NULL;
+        const mp__pv *id = token_ident(a0);
+        obj *o = find_obj(s, id);
         return o != NULL ? mp__serve_reply("#RETURN", mp__serve_exposed(o->c->kind))
-                         : no_ident(st != NULL ? mp__pv_item(st, 2) : NULL);
+                         : no_ident(id);
     }
     if (strcmp(method, "shutdown") == 0 && na == 0) {
         *stop = true;
@@ -324,7 +395,7 @@ mp__server_answer(server *s, const void *buf, size_t len, bool *serving, bool *s
         reply = control(s, method->u.s.data, args, kwds, &keep, stop);
     else {
         obj *o = find_obj(s, ident);
-        reply = o != NULL ? mp__serve_call(o->c, method->u.s.data, args, kwds) : no_ident(ident);
+        reply = o != NULL ? mp__serve_call(s, o->c, method->u.s.data, args, kwds) : no_ident(ident);
     }
     mp__pv_free(req);
     *serving = keep;
@@ -463,14 +534,18 @@ accept_all(server *s)
 }
 
 server *
-mp__server_new(mp__heap *h, uint64_t registry)
+mp__server_new(mp__heap *h, uint64_t registry, const char *address)
 {
     server *s = mp__calloc(1, sizeof *s);
     mp__cont *reg = s != NULL ? mp__cont_new(h, registry, MP__KIND_DICT) : NULL;
-    if (reg == NULL) {
+    mp__pv *addr = address != NULL ? token_address(address) : mp__pv_none();
+    if (reg == NULL || addr == NULL) {
+        mp__cont_free(reg);
+        mp__pv_free(addr);
         mp__free(s);
         return NULL;
     }
+    s->addr = addr;
     s->h = h;
     s->reg = reg;
     return s;
@@ -487,13 +562,14 @@ mp__server_free(server *s)
         mp__cont_free(s->objs[i].c);
     mp__free(s->objs);
     mp__cont_free(s->reg);
+    mp__pv_free(s->addr);
     mp__free(s);
 }
 
 void
 mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pidfd, pid_t owner)
 {
-    server *s = mp__server_new(h, registry);
+    server *s = mp__server_new(h, registry, mp_listener_address(l));
     if (s == NULL)
         return;
     s->l = l;

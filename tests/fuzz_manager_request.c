@@ -76,7 +76,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mp__server_free(srv);
         srv = NULL;
     }
-    if (srv == NULL && (srv = mp__server_new(heap, registry)) == NULL)
+    if (srv == NULL && (srv = mp__server_new(heap, registry, "127.0.0.1:1")) == NULL)
         abort();
     if (size < 2)
         return 0;
@@ -95,7 +95,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                  *kwds = mp__pv_item(req, 2);
     if (req->kind == MP__PV_TUPLE && mp__pv_len(req) == 3 && m->kind == MP__PV_STR &&
         args->kind == MP__PV_TUPLE && kwds->kind == MP__PV_DICT)
-        check_reply(mp__serve_call(conts[data[1] % 3], m->u.s.data, args, kwds));
+        check_reply(mp__serve_call(srv, conts[data[1] % 3], m->u.s.data, args, kwds));
     mp__pv_free(req);
     return 0;
 }

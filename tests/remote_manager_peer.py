@@ -177,6 +177,24 @@ def mode_methods(addr):
     assert m.dict({'a': 1}, b=2)._getvalue() == {'a': 1, 'b': 2}
     assert m.dict([('p', 1)])._getvalue() == {'p': 1}
     check_ns(m.Namespace(a=1, b='two'))
+    # Nested containers travel as proxies, as with CPython's server. A rebuilt proxy
+    # authenticates with the process's authkey (CPython's rule), so it must be the manager's.
+    import multiprocessing
+    multiprocessing.current_process().authkey = KEY
+    outer, inner, sub = m.dict(), m.list([1]), m.dict({'k': 'v'})
+    outer['inner'] = inner
+    got = outer['inner']
+    assert type(got).__name__ == 'ListProxy' and got._getvalue() == [1]
+    got.append(2)
+    assert inner._getvalue() == [1, 2]
+    inner.append(sub)
+    assert inner[2]['k'] == 'v'
+    ns2 = m.Namespace()
+    ns2.sub = sub
+    ns2.sub['k2'] = 3
+    assert sub._getvalue() == {'k': 'v', 'k2': 3}
+    assert str(outer) == "{'inner': [1, 2, {'k': 'v', 'k2': 3}]}", str(outer)
+    del got
     # The BaseManager-style client with registered typeids.
     b = M(address=addr, authkey=KEY)
     b.connect()
