@@ -1247,10 +1247,12 @@ MP_API pid_t mp_manager_pid(const mp_manager *m);
  * too); DictProxy __len__ __getitem__ __setitem__ __delitem__ __contains__ get keys values items
  * update pop popitem setdefault clear copy; NamespaceProxy attribute get/set/del; the fallbacks
  * str(), repr() and _getvalue(). Any other method is answered as CPython answers an unexposed
- * one (a RemoteError in the client). Values are None, bool, int (int64), float, str and bytes:
+ * one (a RemoteError in the client). Values are None, bool, int (int64), float, str, bytes and
+ * proxies of this manager's containers (nested containers travel as proxies, both ways, as in
+ * CPython; a rebuilt proxy authenticates with the client process's authkey, CPython's rule):
  * storing anything else (a tuple, a plain list or dict) raises TypeError in the client
- * (OverflowError for a larger int) and changes nothing; reading a nested container raises
- * TypeError. A client's `shutdown` request shuts the manager down, as in Python.
+ * (OverflowError for a larger int) and changes nothing. A client's `shutdown` request shuts
+ * the manager down, as in Python.
  * Containers created by clients are freed with the heap, not when their last proxy goes. */
 
 /* mp_manager_address - the address a served manager listens on, in the form mp_client_connect
