@@ -9,6 +9,10 @@
  * never raises SIGPIPE when the manager process has already gone. It runs only
  * async-signal-safe calls after the fork (the owner may have threads), and closes every fd it
  * inherited except the three it needs, so that it never keeps another object's pipe open.
+ *
+ * A served manager (opts->address) binds its listener here before the fork; the manager
+ * process keeps that fd too and serves CPython's manager protocol on it (mserve.c), which
+ * allocates: glibc's fork() leaves malloc usable in the child of a threaded process.
  */
 #include "mserve.h"
 
@@ -34,9 +38,12 @@ struct mp_manager {
     pid_t mgr_pid; /* the manager process */
     int mgr_pidfd; /* its pidfd, or -1 */
     int evfd;      /* written once to ask the manager process to stop */
-    mp_listener *l; /* served: the listener the manager process accepts on, else NULL */
-    mp__cont *reg;  /* served: the registered typeids (mp_manager_register) */
     _Atomic bool shut;
+
+    /* A served manager (mserve.c): the listener its process accepts on, and the registered
+     * typeids (mp_manager_register). NULL otherwise. */
+    mp_listener *l;
+    mp__cont *reg;
 };
 
 static int
@@ -90,9 +97,10 @@ manager_main(mp_manager *m, int owner_pidfd, const char *path, const char *file)
             sorted[j] = keep[i];
         }
     close_others(sorted, n);
+    /* A served manager answers clients until it is stopped; otherwise it only waits. */
     if (m->l != NULL)
         mp__serve(h, m->l, m->reg->off, evfd, owner_pidfd, owner);
-    for (; m->l == NULL;) {
+    while (m->l == NULL) {
         struct pollfd p[2] = {{.fd = evfd, .events = POLLIN},
                               {.fd = owner_pidfd, .events = POLLIN}};
         /* Without a pidfd, look at the parent every 100 ms instead. */
@@ -287,8 +295,7 @@ int
 mp_manager_register(mp_manager *m, const char *typeid, const mp_item *obj)
 {
     if (m == NULL || typeid == NULL || typeid[0] == '\0' || obj == NULL || m->reg == NULL ||
-        (obj->type != MP_ITEM_LIST && obj->type != MP_ITEM_DICT &&
-         obj->type != MP_ITEM_NAMESPACE))
+        (obj->type != MP_ITEM_LIST && obj->type != MP_ITEM_DICT && obj->type != MP_ITEM_NAMESPACE))
         return -EINVAL;
     mp_item key = mp_item_str(typeid);
     return mp__shdict_set(m->reg, &key, obj, MP__SET_ALWAYS, NULL);

@@ -15,15 +15,14 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const list_exposed[] = {
-    "__contains__", "__delitem__", "__getitem__", "__len__", "__setitem__",
-    "append",       "count",       "extend",      "index",   "insert",
-    "pop",          "remove",      "reverse",     "sort",    NULL};
-static const char *const dict_exposed[] = {
-    "__contains__", "__delitem__", "__getitem__", "__len__", "__setitem__",
-    "clear",        "copy",        "get",         "items",   "keys",
-    "pop",          "popitem",     "setdefault",  "update",  "values",
-    NULL};
+static const char *const list_exposed[] = {"__contains__", "__delitem__", "__getitem__", "__len__",
+                                           "__setitem__",  "append",      "count",       "extend",
+                                           "index",        "insert",      "pop",         "remove",
+                                           "reverse",      "sort",        NULL};
+static const char *const dict_exposed[] = {"__contains__", "__delitem__", "__getitem__", "__len__",
+                                           "__setitem__",  "clear",       "copy",        "get",
+                                           "items",        "keys",        "pop",         "popitem",
+                                           "setdefault",   "update",      "values",      NULL};
 static const char *const ns_exposed[] = {"__getattribute__", "__setattr__", "__delattr__", NULL};
 
 static const char *const *
@@ -87,8 +86,8 @@ mp__pv *
 mp__call_error(const char *type, mp__pv *arg)
 {
     mp__pv *args = arg != NULL ? mp__pv_tuple(1, arg) : mp__pv_tuple(0);
-    return mp__serve_reply("#ERROR", mp__pv_object(mp__pv_global("builtins", type), args, NULL,
-                                                   false));
+    return mp__serve_reply("#ERROR",
+                           mp__pv_object(mp__pv_global("builtins", type), args, NULL, false));
 }
 
 mp__pv *
@@ -171,7 +170,8 @@ mp__serve_items(mp__server *srv, const mp__pv *seq, mp_item **out, size_t *n, mp
     *out = NULL;
     *n = 0;
     if (seq->kind != MP__PV_LIST && seq->kind != MP__PV_TUPLE) {
-        *err = mp__call_errorf("TypeError", "'%s' object is not a list or tuple", mp__call_type_name(seq));
+        *err = mp__call_errorf("TypeError", "'%s' object is not a list or tuple",
+                               mp__call_type_name(seq));
         return false;
     }
     size_t len = mp__pv_len(seq);
@@ -218,8 +218,8 @@ mp__call_pv(mp__server *srv, mp_item *it, mp__pv **err)
     default:
         /* A nested container travels as a proxy, as CPython's nested proxies do. */
         v = srv != NULL ? mp__server_proxy(srv, (const mp__cont *)it->v.list) : NULL;
-        *err = srv == NULL ? mp__call_errorf("TypeError", "a nested container needs a server")
-                           : NULL;
+        *err =
+            srv == NULL ? mp__call_errorf("TypeError", "a nested container needs a server") : NULL;
         mp_item_clear(it);
         return v;
     }
@@ -247,9 +247,11 @@ mp__call_fail(int r, mp__pv *missing, const char *range)
     case -ERANGE:
         return mp__call_errorf("IndexError", "%s", range != NULL ? range : "index out of range");
     case MP_ETYPE:
-        return mp__call_errorf("TypeError", "'<' not supported between these items (or an unhashable key)");
+        return mp__call_errorf("TypeError",
+                               "'<' not supported between these items (or an unhashable key)");
     case -EINVAL:
-        return mp__call_errorf("ValueError", "a str that is not valid UTF-8 (or a name starting with '_')");
+        return mp__call_errorf("ValueError",
+                               "a str that is not valid UTF-8 (or a name starting with '_')");
     case -ENOMEM:
     case -ENOSPC:
         return mp__call_errorf("MemoryError", "the manager's heap is full");
@@ -278,7 +280,8 @@ mp__call_list_of(mp__server *srv, mp_item *items, size_t n, mp__pv **err)
     return l;
 }
 
-/* ---- argument checks --------------------------------------------------------------------------- */
+/* ---- argument checks ---------------------------------------------------------------------------
+ */
 
 /* Check the argument count (lo..hi positional, no keywords); on failure *r is the reply. */
 bool
@@ -289,10 +292,11 @@ mp__call_nargs(const mp__call *k, size_t lo, size_t hi, mp__pv **r)
         return false;
     }
     if (k->nargs < lo || k->nargs > hi) {
-        *r = lo == hi ? mp__call_errorf("TypeError", "%s() takes exactly %zu argument%s (%zu given)", k->m,
-                                lo, lo == 1 ? "" : "s", k->nargs)
-                      : mp__call_errorf("TypeError", "%s() takes from %zu to %zu arguments (%zu given)",
-                                k->m, lo, hi, k->nargs);
+        *r = lo == hi
+                 ? mp__call_errorf("TypeError", "%s() takes exactly %zu argument%s (%zu given)",
+                                   k->m, lo, lo == 1 ? "" : "s", k->nargs)
+                 : mp__call_errorf("TypeError", "%s() takes from %zu to %zu arguments (%zu given)",
+                                   k->m, lo, hi, k->nargs);
         return false;
     }
     return true;
@@ -318,7 +322,8 @@ mp__call_index(const mp__pv *v, ptrdiff_t *i, mp__pv **r)
     if (v->kind == MP__PV_BIGINT)
         *r = mp__call_errorf("IndexError", "cannot fit 'int' into an index-sized integer");
     else
-        *r = mp__call_errorf("TypeError", "list indices must be integers or slices, not %s", mp__call_type_name(v));
+        *r = mp__call_errorf("TypeError", "list indices must be integers or slices, not %s",
+                             mp__call_type_name(v));
     return false;
 }
 
@@ -360,11 +365,12 @@ getvalue_(mp__server *srv, mp__cont *c)
         return mp__call_ret(v);
     /* A Namespace pickles as copyreg.__newobj__: NEWOBJ of the class, then BUILD with its dict. */
     return mp__call_ret(mp__pv_object(mp__pv_global("multiprocessing.managers", "Namespace"),
-                              mp__pv_tuple(0), v, true));
+                                      mp__pv_tuple(0), v, true));
 }
 
 mp__pv *
-mp__serve_call(mp__server *srv, mp__cont *c, const char *method, const mp__pv *args, const mp__pv *kwds)
+mp__serve_call(mp__server *srv, mp__cont *c, const char *method, const mp__pv *args,
+               const mp__pv *kwds)
 {
     mp__call k = {srv, c, method, args, kwds, mp__pv_len(args)};
     bool fallback = strcmp(method, "#GETVALUE") == 0 || strcmp(method, "__repr__") == 0 ||
@@ -394,6 +400,7 @@ mp__serve_call(mp__server *srv, mp__cont *c, const char *method, const mp__pv *a
         mp_free(s);
         return mp__call_ret(v);
     }
-    return c->kind == MP__KIND_LIST ? mp__call_list(&k) : c->kind == MP__KIND_DICT ? mp__call_dict(&k)
-                                                                               : mp__call_ns(&k);
+    return c->kind == MP__KIND_LIST   ? mp__call_list(&k)
+           : c->kind == MP__KIND_DICT ? mp__call_dict(&k)
+                                      : mp__call_ns(&k);
 }

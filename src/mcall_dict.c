@@ -13,7 +13,8 @@ as_list_call_(mp__pv *l)
     return mp__pv_object(mp__pv_global("builtins", "list"), mp__pv_tuple(1, l), NULL, false);
 }
 
-/* ---- dict and Namespace ------------------------------------------------------------------------ */
+/* ---- dict and Namespace ------------------------------------------------------------------------
+ */
 
 /* Append the pairs of a dict, or of a list/tuple of 2-item lists/tuples, to keys and values. */
 static bool
@@ -21,7 +22,8 @@ pairs_of(mp__server *srv, const mp__pv *src, mp_item **keys, mp_item **vals, siz
 {
     bool isdict = src->kind == MP__PV_DICT;
     if (!isdict && src->kind != MP__PV_LIST && src->kind != MP__PV_TUPLE) {
-        *r = mp__call_errorf("TypeError", "'%s' object is not iterable as key/value pairs", mp__call_type_name(src));
+        *r = mp__call_errorf("TypeError", "'%s' object is not iterable as key/value pairs",
+                             mp__call_type_name(src));
         return false;
     }
     size_t m = mp__pv_len(src);
@@ -42,9 +44,10 @@ pairs_of(mp__server *srv, const mp__pv *src, mp_item **keys, mp_item **vals, siz
         } else {
             const mp__pv *p = mp__pv_item(src, i);
             if ((p->kind != MP__PV_TUPLE && p->kind != MP__PV_LIST) || mp__pv_len(p) != 2) {
-                *r = mp__call_errorf("ValueError", "dictionary update sequence element #%zu has the wrong "
-                                           "shape (a pair is required)",
-                             i);
+                *r = mp__call_errorf("ValueError",
+                                     "dictionary update sequence element #%zu has the wrong "
+                                     "shape (a pair is required)",
+                                     i);
                 return false;
             }
             kk = mp__pv_item(p, 0);
@@ -67,7 +70,7 @@ update_(mp__server *srv, mp_dict *d, const mp__pv *args, size_t from, const mp__
     bool ok = true;
     if (mp__pv_len(args) > from + 1)
         return mp__call_errorf("TypeError", "update expected at most 1 argument, got %zu",
-                       mp__pv_len(args) - from);
+                               mp__pv_len(args) - from);
     if (mp__pv_len(args) == from + 1)
         ok = pairs_of(srv, mp__pv_item(args, from), &keys, &vals, &n, &r);
     if (ok && kwds != NULL && mp__pv_len(kwds) > 0)
@@ -150,13 +153,17 @@ mp__call_dict(const mp__call *k)
             return n >= 0 ? mp__call_ret(mp__pv_int(n)) : mp__call_fail((int)n, NULL, NULL);
         }
         if (strcmp(m, "clear") == 0)
-            return (e = mp_dict_clear(d)) == 0 ? mp__call_ret(mp__pv_none()) : mp__call_fail(e, NULL, NULL);
+            return (e = mp_dict_clear(d)) == 0 ? mp__call_ret(mp__pv_none())
+                                               : mp__call_fail(e, NULL, NULL);
         if (strcmp(m, "copy") == 0)
             return (pv = mp__call_snapshot(srv, d, 0, &r)) != NULL ? mp__call_ret(pv) : r;
         if (m[0] != 'p')
-            return (pv = mp__call_snapshot(srv, d, m[0], &r)) != NULL ? mp__call_ret(as_list_call_(pv)) : r;
+            return (pv = mp__call_snapshot(srv, d, m[0], &r)) != NULL
+                       ? mp__call_ret(as_list_call_(pv))
+                       : r;
         if ((e = mp_dict_popitem(d, &key, &v)) != 0)
-            return mp__call_fail(e, mp__call_errorf("KeyError", "popitem(): dictionary is empty"), NULL);
+            return mp__call_fail(e, mp__call_errorf("KeyError", "popitem(): dictionary is empty"),
+                                 NULL);
         mp__pv *kv = mp__call_pv(srv, &key, &r), *r2 = NULL, *vv = mp__call_pv(srv, &v, &r2);
         if (kv != NULL && vv != NULL)
             return mp__call_ret(mp__pv_tuple(2, kv, vv));
@@ -181,16 +188,19 @@ mp__call_dict(const mp__call *k)
         if (def != NULL && !mp__call_item(srv, def, &dv, &r))
             return r;
         if (set)
-            return (e = mp_dict_set(d, &key, &dv)) == 0 ? mp__call_ret(mp__pv_none()) : mp__call_fail(e, NULL, NULL);
+            return (e = mp_dict_set(d, &key, &dv)) == 0 ? mp__call_ret(mp__pv_none())
+                                                        : mp__call_fail(e, NULL, NULL);
         if ((e = mp_dict_setdefault(d, &key, &dv, &out)) != 0)
             return mp__call_fail(e, NULL, NULL);
         return (pv = mp__call_pv(srv, &out, &r)) != NULL ? mp__call_ret(pv) : r;
     }
     if (strcmp(m, "__contains__") == 0)
-        return (e = mp_dict_contains(d, &key)) >= 0 ? mp__call_ret(mp__pv_bool(e)) : mp__call_fail(e, NULL, NULL);
+        return (e = mp_dict_contains(d, &key)) >= 0 ? mp__call_ret(mp__pv_bool(e))
+                                                    : mp__call_fail(e, NULL, NULL);
     if (strcmp(m, "__delitem__") == 0)
-        return (e = mp_dict_del(d, &key)) == 0 ? mp__call_ret(mp__pv_none())
-                                               : mp__call_fail(e, key_error_(mp__call_arg(k, 0)), NULL);
+        return (e = mp_dict_del(d, &key)) == 0
+                   ? mp__call_ret(mp__pv_none())
+                   : mp__call_fail(e, key_error_(mp__call_arg(k, 0)), NULL);
     /* __getitem__, get and pop: a missing key gives the default (any value: it is not stored). */
     e = pop ? mp_dict_pop(d, &key, NULL, &out) : mp_dict_get(d, &key, NULL, &out);
     if (e == -ENOENT && (get || def != NULL))
@@ -212,10 +222,11 @@ mp__call_ns(const mp__call *k)
         return r;
     const mp__pv *name = mp__call_arg(k, 0);
     if (name->kind != MP__PV_STR)
-        return mp__call_errorf("TypeError", "attribute name must be string, not '%s'", mp__call_type_name(name));
+        return mp__call_errorf("TypeError", "attribute name must be string, not '%s'",
+                               mp__call_type_name(name));
     /* Names starting with '_' stay on Python's proxy; the server has none of them. */
-    bool plain = strlen(name->u.s.data) == name->u.s.len && name->u.s.len > 0 &&
-                 name->u.s.data[0] != '_';
+    bool plain =
+        strlen(name->u.s.data) == name->u.s.len && name->u.s.len > 0 && name->u.s.data[0] != '_';
     if (set && !mp__call_item(srv, mp__call_arg(k, 1), &v, &r))
         return r;
     int e = !plain ? -ENOENT
@@ -224,11 +235,11 @@ mp__call_ns(const mp__call *k)
                    : mp_namespace_get(ns, name->u.s.data, &out);
     if (e != 0)
         return mp__call_fail(e,
-                     mp__call_errorf("AttributeError", "'Namespace' object has no attribute '%.200s'",
-                             name->u.s.data),
-                     NULL);
+                             mp__call_errorf("AttributeError",
+                                             "'Namespace' object has no attribute '%.200s'",
+                                             name->u.s.data),
+                             NULL);
     if (set || del)
         return mp__call_ret(mp__pv_none());
     return (pv = mp__call_pv(srv, &out, &r)) != NULL ? mp__call_ret(pv) : r;
 }
-

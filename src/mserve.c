@@ -24,10 +24,10 @@
 
 #include <inttypes.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define MAX_REQUEST ((size_t)64 << 20) /* a larger request closes the connection */
@@ -46,10 +46,10 @@ typedef struct client {
     bool last;    /* close once the reply has gone (a control request's connection) */
     bool stop;    /* stop serving once the reply has gone (a shutdown request) */
     uint8_t hdr[12];
-    size_t hlen;       /* header bytes received */
-    uint8_t *in;       /* the request payload being received */
+    size_t hlen; /* header bytes received */
+    uint8_t *in; /* the request payload being received */
     size_t need, got, cap;
-    uint8_t *out;      /* the framed reply still to send */
+    uint8_t *out; /* the framed reply still to send */
     size_t outlen, outoff;
 } client;
 
@@ -172,8 +172,8 @@ mp__server_proxy_cont(server *s, const mp__pv *v)
 mp__pv *
 mp__server_proxy(server *s, const mp__cont *c)
 {
-    static const char *const typeids[] = {[MP__KIND_LIST] = "list", [MP__KIND_DICT] = "dict",
-                                          [MP__KIND_NS] = "Namespace"};
+    static const char *const typeids[] = {
+        [MP__KIND_LIST] = "list", [MP__KIND_DICT] = "dict", [MP__KIND_NS] = "Namespace"};
     static const char *const classes[] = {[MP__KIND_LIST] = "ListProxy",
                                           [MP__KIND_DICT] = "DictProxy",
                                           [MP__KIND_NS] = "NamespaceProxy"};
@@ -187,7 +187,8 @@ mp__server_proxy(server *s, const mp__cont *c)
         mp__pv_global("multiprocessing.managers", "Token"), mp__pv_tuple(0),
         mp__pv_tuple(3, mp__pv_cstr(typeids[c->kind]), mp__pv_copy(s->addr), ident_pv(o)), true);
     return mp__pv_object(mp__pv_global("multiprocessing.managers", "RebuildProxy"),
-                         mp__pv_tuple(4, mp__pv_global("multiprocessing.managers", classes[c->kind]),
+                         mp__pv_tuple(4,
+                                      mp__pv_global("multiprocessing.managers", classes[c->kind]),
                                       token, mp__pv_cstr("pickle"), mp__pv_dict()),
                          NULL, false);
 }
@@ -240,7 +241,8 @@ create(server *s, const mp__pv *args, const mp__pv *kwds)
             size_t n = 0;
             if (mp__pv_len(kwds) > 0 || mp__pv_len(args) > 2)
                 return mp__serve_traceback("TypeError", "list() takes at most 1 argument");
-            if (mp__pv_len(args) == 2 && !mp__serve_items(s, mp__pv_item(args, 1), &items, &n, &r)) {
+            if (mp__pv_len(args) == 2 &&
+                !mp__serve_items(s, mp__pv_item(args, 1), &items, &n, &r)) {
                 if (r == NULL)
                     return NULL;
                 mp__pv_free(r);
@@ -330,17 +332,16 @@ control(server *s, const char *method, const mp__pv *args, const mp__pv *kwds, b
     if (strcmp(method, "get_methods") == 0 && na == 1) {
         const mp__pv *id = token_ident(a0);
         obj *o = find_obj(s, id);
-        return o != NULL ? mp__serve_reply("#RETURN", mp__serve_exposed(o->c->kind))
-                         : no_ident(id);
+        return o != NULL ? mp__serve_reply("#RETURN", mp__serve_exposed(o->c->kind)) : no_ident(id);
     }
     if (strcmp(method, "shutdown") == 0 && na == 0) {
         *stop = true;
         return mp__serve_reply("#RETURN", mp__pv_none());
     }
     bool known = false;
-    static const char *const pub[] = {"create", "dummy", "accept_connection", "incref", "decref",
-                                      "number_of_objects", "debug_info", "get_methods",
-                                      "shutdown"};
+    static const char *const pub[] = {"create",     "dummy",       "accept_connection",
+                                      "incref",     "decref",      "number_of_objects",
+                                      "debug_info", "get_methods", "shutdown"};
     for (size_t i = 0; i < sizeof pub / sizeof pub[0]; i++)
         known = known || strcmp(pub[i], method) == 0;
     if (known)
@@ -384,13 +385,13 @@ mp__server_answer(server *s, const void *buf, size_t len, bool *serving, bool *s
                  *args = mp__pv_item(req, 2), *kwds = mp__pv_item(req, 3);
     bool keep = *serving;
     if (r != 0)
-        reply = mp__serve_traceback("_pickle.UnpicklingError", "mpipc refused the request: %s",
-                                    r == -EPERM ? "a global outside the allow-list"
-                                                : mp_strerror(r));
+        reply =
+            mp__serve_traceback("_pickle.UnpicklingError", "mpipc refused the request: %s",
+                                r == -EPERM ? "a global outside the allow-list" : mp_strerror(r));
     else if (req->kind != MP__PV_TUPLE || mp__pv_len(req) != 4 || method->kind != MP__PV_STR ||
              args->kind != MP__PV_TUPLE || kwds->kind != MP__PV_DICT)
-        reply = mp__serve_traceback("ValueError",
-                                    "a request is (ident, methodname: str, args: tuple, kwds: dict)");
+        reply = mp__serve_traceback(
+            "ValueError", "a request is (ident, methodname: str, args: tuple, kwds: dict)");
     else if (!*serving)
         reply = control(s, method->u.s.data, args, kwds, &keep, stop);
     else {
@@ -489,8 +490,8 @@ static bool
 on_writable(server *s, client *c)
 {
     while (c->outoff < c->outlen) {
-        ssize_t n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff,
-                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t n =
+            send(c->fd, c->out + c->outoff, c->outlen - c->outoff, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))

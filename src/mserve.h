@@ -44,7 +44,8 @@ mp__pv *mp__server_proxy(mp__server *s, const mp__cont *c);
  * dict) and return the whole reply, ('#RETURN', value), ('#ERROR', exception) or
  * ('#TRACEBACK', text), as CPython's Server.serve_client builds it; NULL when out of memory.
  * Covers the fallbacks '#GETVALUE', '__repr__' and '__str__' too. */
-mp__pv *mp__serve_call(mp__server *srv, mp__cont *c, const char *method, const mp__pv *args, const mp__pv *kwds);
+mp__pv *mp__serve_call(mp__server *srv, mp__cont *c, const char *method, const mp__pv *args,
+                       const mp__pv *kwds);
 
 /* mp__serve_exposed - the exposed method names of a container kind, as a tuple of str. */
 mp__pv *mp__serve_exposed(uint32_t kind);
@@ -65,7 +66,8 @@ bool mp__serve_items(mp__server *srv, const mp__pv *seq, mp_item **out, size_t *
 
 /* mp__serve_init - fill a new dict or Namespace from a constructor's args[from..] and kwds
  * (dict(mapping_or_pairs, **kw), Namespace(**kw)); the reply as mp__serve_call's. */
-mp__pv *mp__serve_init(mp__server *srv, mp__cont *c, const mp__pv *args, size_t from, const mp__pv *kwds);
+mp__pv *mp__serve_init(mp__server *srv, mp__cont *c, const mp__pv *args, size_t from,
+                       const mp__pv *kwds);
 
 /* The kind of a container created by typeid ("list", "dict", "Namespace"), or 0. */
 uint32_t mp__serve_kind(const char *typeid);

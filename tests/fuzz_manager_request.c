@@ -86,13 +86,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     mp__pv *req = NULL;
-    mp__unpickle_opts o = {.allow = mp__serve_request_globals,
-                           .limits = {.max_depth = 100, .max_nodes = 1 << 13,
-                                      .max_bytes = 1 << 20}};
+    mp__unpickle_opts o = {
+        .allow = mp__serve_request_globals,
+        .limits = {.max_depth = 100, .max_nodes = 1 << 13, .max_bytes = 1 << 20}};
     if (mp__pickle_loads(&req, data + 2, size - 2, &o) != 0)
         return 0;
-    const mp__pv *m = mp__pv_item(req, 0), *args = mp__pv_item(req, 1),
-                 *kwds = mp__pv_item(req, 2);
+    const mp__pv *m = mp__pv_item(req, 0), *args = mp__pv_item(req, 1), *kwds = mp__pv_item(req, 2);
     if (req->kind == MP__PV_TUPLE && mp__pv_len(req) == 3 && m->kind == MP__PV_STR &&
         args->kind == MP__PV_TUPLE && kwds->kind == MP__PV_DICT)
         check_reply(mp__serve_call(srv, conts[data[1] % 3], m->u.s.data, args, kwds));

@@ -41,7 +41,8 @@ unix_address(void)
     return unix_path;
 }
 
-/* ---- a raw C client: one request, its reply ---------------------------------------------------- */
+/* ---- a raw C client: one request, its reply ----------------------------------------------------
+ */
 
 static mp_conn *
 connect_key(const char *address, const char *key)
@@ -89,8 +90,8 @@ recv_reply(mp_conn *c, const char *kind)
 static mp__pv *
 request(const char *ident, const char *method, mp__pv *args)
 {
-    return mp__pv_tuple(4, ident != NULL ? mp__pv_cstr(ident) : mp__pv_none(),
-                        mp__pv_cstr(method), args, mp__pv_dict());
+    return mp__pv_tuple(4, ident != NULL ? mp__pv_cstr(ident) : mp__pv_none(), mp__pv_cstr(method),
+                        args, mp__pv_dict());
 }
 
 /* One control request on a new connection. */
@@ -110,7 +111,8 @@ assert_dummy_answers(const char *address)
     mp__pv_free(control(address, "dummy", mp__pv_tuple(0), "#RETURN"));
 }
 
-/* ---- tests without Python --------------------------------------------------------------------- */
+/* ---- tests without Python ---------------------------------------------------------------------
+ */
 
 static void
 test_serve_needs_an_authkey_and_a_good_address(void **state)
@@ -331,7 +333,8 @@ test_client_shutdown_stops_the_manager(void **state)
     mp_manager_close(m);
 }
 
-/* ---- tests with Python clients ---------------------------------------------------------------- */
+/* ---- tests with Python clients ----------------------------------------------------------------
+ */
 
 static void
 run_peer(const char *python, const char *mode, const char *address)
