@@ -126,6 +126,14 @@ test_serve_needs_an_authkey_and_a_good_address(void **state)
     assert_int_equal(mp_manager_open(&m, &o), -EINVAL);
     o = (mp_manager_opts){.address = "127.0.0.1:99999", .listener = &key_opts};
     assert_int_equal(mp_manager_open(&m, &o), -EINVAL);
+    /* A taken address: the second manager fails and leaves nothing behind (the leak check
+     * sees no segment, fd or process). */
+    mp_manager *first;
+    open_served(&first, unix_address());
+    o = (mp_manager_opts){.address = unix_path, .listener = &key_opts};
+    assert_int_equal(mp_manager_open(&m, &o), -EADDRINUSE);
+    assert_dummy_answers(unix_path);
+    mp_manager_close(first);
     /* Not served: no address, nothing to register. */
     assert_int_equal(mp_manager_open(&m, NULL), 0);
     assert_null(mp_manager_address(m));
