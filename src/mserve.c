@@ -210,6 +210,21 @@ token_address(const char *a)
 
 /* ---- control requests (a connection's first message) ----------------------------------------- */
 
+/* A control request reports a failure as #TRACEBACK text, as CPython's handler formats the
+ * exception a method call would have sent as #ERROR. Consumes r. */
+static mp__pv *
+as_traceback(mp__pv *r)
+{
+    const mp__pv *exc = mp__pv_item(r, 1);
+    if (r == NULL || !mp__pv_is_str(mp__pv_item(r, 0), "#ERROR") || exc->kind != MP__PV_OBJECT)
+        return r;
+    const mp__pv *msg = mp__pv_item(exc->u.obj.args, 0);
+    mp__pv *t = mp__serve_traceback(exc->u.obj.callable->u.g.name, "%.300s",
+                                    msg != NULL && msg->kind == MP__PV_STR ? msg->u.s.data : "");
+    mp__pv_free(r);
+    return t;
+}
+
 /* create(typeid, *args, **kwds): a registered typeid gives its container, "list", "dict" and
  * "Namespace" a new one. The entry starts with one reference, the caller's. */
 static mp__pv *
@@ -266,7 +281,7 @@ create(server *s, const mp__pv *args, const mp__pv *kwds)
         r = mp__serve_init(s, o->c, args, 1, kwds);
         if (r == NULL || !mp__pv_is_str(mp__pv_item(r, 0), "#RETURN")) {
             unref_obj(s, o);
-            return r;
+            return as_traceback(r);
         }
         mp__pv_free(r);
     }

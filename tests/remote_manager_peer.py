@@ -177,6 +177,14 @@ def mode_methods(addr):
     assert m.dict({'a': 1}, b=2)._getvalue() == {'a': 1, 'b': 2}
     assert m.dict([('p', 1)])._getvalue() == {'p': 1}
     check_ns(m.Namespace(a=1, b='two'))
+    # A constructor given a value no container can hold fails in the server: RemoteError.
+    for bad in [lambda: m.dict({'a': (1, 2)}), lambda: m.list([(1,)]), lambda: m.Namespace(x=[1])]:
+        try:
+            bad()
+        except RemoteError as e:
+            assert 'TypeError' in str(e), str(e)
+        else:
+            raise AssertionError('a bad constructor argument was accepted')
     # Nested containers travel as proxies, as with CPython's server. A rebuilt proxy
     # authenticates with the process's authkey (CPython's rule), so it must be the manager's.
     import multiprocessing
