@@ -22,6 +22,7 @@ static const struct {
     {"listener", bench_suite_listener},
     {"objects", bench_suite_objects},
     {"manager", bench_suite_manager},
+    {"remote_manager", bench_suite_remote_manager},
 };
 
 int

@@ -1246,11 +1246,22 @@ typedef struct mp_manager_opts {
     /* The most the heap may grow to, in bytes (its reserved address range in every process).
      * 0: 1 GiB. */
     size_t max_size;
+    /* Serve the containers to Python clients in CPython's manager protocol (Python's
+     * BaseManager(address=..., authkey=...).get_server().serve_forever()): a listener address
+     * as mp_listener_open takes it ("127.0.0.1:0", "/run/app.sock"; NULL: not served), and its
+     * options, where an authkey is required (CPython's server always authenticates). A zero
+     * handshake_timeout_ms is 2 s here: one process serves every client. */
+    const char *address;
+    const mp_listener_opts *listener;
 } mp_manager_opts;
 
 /* mp_manager_open - create the shared heap and start the manager process (Python's
  * Manager().start()). Does not wait for the manager process. `opts` may be NULL.
- * Returns 0; -EINVAL, -EEXIST (the name is taken), -ENOSPC, -ENOMEM, -EMFILE, -EAGAIN (fork).
+ * With opts->address, the listener is bound here (before the call returns clients may
+ * connect; they are answered once the manager process runs) and the manager process serves
+ * it: see "Serving Python clients" below.
+ * Returns 0; -EINVAL (also an address without an authkey), -EEXIST (the name is taken),
+ * -ENOSPC, -ENOMEM, -EMFILE, -EAGAIN (fork), and mp_listener_open's errors (-EADDRINUSE...).
  * On error nothing is left behind. */
 MP_API int mp_manager_open(mp_manager **out, const mp_manager_opts *opts);
 
@@ -1333,6 +1344,38 @@ MP_API int mp_manager_barrier(mp_barrier **out, mp_manager *m, const char *name,
  * its memory is reclaimed with the heap. A new object may then be bound to the name.
  * Returns 0, -ENOENT (no such name), -EINVAL, -EBADF. */
 MP_API int mp_manager_delete(mp_manager *m, const char *name);
+/* Serving Python clients. A served manager's process answers CPython's manager protocol, so an
+ * unmodified Python program uses the very containers C processes use:
+ *     class M(BaseManager): pass
+ *     M.register('list', proxytype=ListProxy); M.register('dict', proxytype=DictProxy)
+ *     M.register('Namespace', proxytype=NamespaceProxy); M.register('shared', proxytype=...)
+ *     m = M(address=('127.0.0.1', port), authkey=b'key'); m.connect()
+ * (or SyncManager(address=..., authkey=...).connect(), then m.list(), m.dict(), m.Namespace()).
+ * Typeids "list", "dict" and "Namespace" create new containers in the heap; a typeid given to
+ * mp_manager_register() returns that container (Python's register('get_x', callable=lambda:
+ * x)), which is how C and Python share one. Methods: ListProxy __len__ __getitem__ __setitem__
+ * __delitem__ __contains__ append extend insert pop remove index count reverse sort (slices
+ * too); DictProxy __len__ __getitem__ __setitem__ __delitem__ __contains__ get keys values items
+ * update pop popitem setdefault clear copy; NamespaceProxy attribute get/set/del; the fallbacks
+ * str(), repr() and _getvalue(). Any other method is answered as CPython answers an unexposed
+ * one (a RemoteError in the client). Values are None, bool, int (int64), float, str, bytes and
+ * proxies of this manager's containers (nested containers travel as proxies, both ways, as in
+ * CPython; a rebuilt proxy authenticates with the client process's authkey, CPython's rule):
+ * storing anything else (a tuple, a plain list or dict) raises TypeError in the client
+ * (OverflowError for a larger int) and changes nothing. A client's `shutdown` request shuts
+ * the manager down, as in Python.
+ * Containers created by clients are freed with the heap, not when their last proxy goes. */
+
+/* mp_manager_address - the address a served manager listens on, in the form mp_client_connect
+ * takes ("127.0.0.1:40123", or the AF_UNIX path); NULL when not served or after shutdown. */
+MP_API const char *mp_manager_address(const mp_manager *m);
+
+/* mp_manager_register - make `typeid` name the container *obj (a list, dict or Namespace of
+ * m) for Python clients: their create(typeid) returns it. Works from any process with the
+ * manager, before or after clients connect; registering a typeid again replaces it.
+ * Returns 0; -EINVAL (not served, a NULL or empty typeid, obj not a container of m), -EBADF,
+ * -ENOMEM, -ENOSPC. */
+MP_API int mp_manager_register(mp_manager *m, const char *typeid, const mp_item *obj);
 
 /* ---- list (Python's manager.list()) ------------------------------------------------------ */
 

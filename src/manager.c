@@ -9,8 +9,12 @@
  * never raises SIGPIPE when the manager process has already gone. It runs only
  * async-signal-safe calls after the fork (the owner may have threads), and closes every fd it
  * inherited except the three it needs, so that it never keeps another object's pipe open.
+ *
+ * A served manager (opts->address) binds its listener here before the fork; the manager
+ * process keeps that fd too and serves CPython's manager protocol on it (mserve.c), which
+ * allocates: glibc's fork() leaves malloc usable in the child of a threaded process.
  */
-#include "manager.h"
+#include "mserve.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -61,12 +65,15 @@ close_others(const int *keep, int n)
 /* The manager process. path: "/name" for shm_unlink, file: "/dev/shm/name" for the check that
  * the name still is our segment. */
 static _Noreturn void
-manager_main(mp__heap *h, pid_t owner, int owner_pidfd, int evfd, const char *path,
-             const char *file)
+manager_main(mp_manager *m, int owner_pidfd, const char *path, const char *file)
 {
+    mp__heap *h = m->h;
+    pid_t owner = m->owner;
+    int evfd = m->evfd;
     signal(SIGINT, SIG_IGN); /* as Python's server: Ctrl-C is for the owner to handle */
-    int keep[3] = {h->fd, owner_pidfd, evfd}, n = 0, sorted[3];
-    for (int i = 0; i < 3; i++)
+    int keep[4] = {h->fd, owner_pidfd, evfd, m->l != NULL ? mp_listener_fileno(m->l) : -1};
+    int n = 0, sorted[4];
+    for (int i = 0; i < 4; i++)
         if (keep[i] >= 0) {
             int j = n++;
             while (j > 0 && sorted[j - 1] > keep[i]) {
@@ -76,7 +83,10 @@ manager_main(mp__heap *h, pid_t owner, int owner_pidfd, int evfd, const char *pa
             sorted[j] = keep[i];
         }
     close_others(sorted, n);
-    for (;;) {
+    /* A served manager answers clients until it is stopped; otherwise it only waits. */
+    if (m->l != NULL)
+        mp__serve(h, m->l, m->reg->off, evfd, owner_pidfd, owner);
+    while (m->l == NULL) {
         struct pollfd p[2] = {{.fd = evfd, .events = POLLIN},
                               {.fd = owner_pidfd, .events = POLLIN}};
         /* Without a pidfd, look at the parent every 100 ms instead. */
@@ -93,6 +103,29 @@ manager_main(mp__heap *h, pid_t owner, int owner_pidfd, int evfd, const char *pa
         mine.st_dev == now.st_dev)
         shm_unlink(path);
     _exit(0);
+}
+
+/* serve_open - bind the listener the manager process will serve (here, so that a bad address
+ * is reported by mp_manager_open and the bound address is known at once) and make the
+ * registry of typeids. */
+static int
+serve_open(mp_manager *m, const mp_manager_opts *opts)
+{
+    if (opts->listener == NULL || opts->listener->authkey == NULL)
+        return -EINVAL;
+    mp_listener_opts lo = *opts->listener;
+    /* One poll loop serves every client: a stalled handshake must not hold it for long. */
+    if (lo.handshake_timeout_ms == 0)
+        lo.handshake_timeout_ms = 2000;
+    int r = mp_listener_open(&m->l, opts->address, &lo);
+    if (r != 0)
+        return r;
+    uint64_t off = 0;
+    r = mp__shdict_create(m->h, MP__KIND_DICT, &off);
+    if (r != 0)
+        return r;
+    m->reg = mp__cont_new(m->h, off, MP__KIND_DICT);
+    return m->reg != NULL ? 0 : -ENOMEM;
 }
 
 int
@@ -114,19 +147,18 @@ mp_manager_open(mp_manager **out, const mp_manager_opts *opts)
         mp__free(m);
         return r;
     }
+    int self_pidfd = -1;
     uint64_t root;
-    if ((r = mp__names_create(m->h, &root)) != 0) {
-        mp_shm_unlink(m->h->shm);
-        mp__heap_unref(m->h);
-        mp__free(m);
-        return r;
-    }
+    if ((r = mp__names_create(m->h, &root)) != 0)
+        goto fail;
     mp__heap_publish(m->h, root);
+    if (opts->address != NULL && (r = serve_open(m, opts)) != 0)
+        goto fail;
     char path[MP_SHM_NAME_MAX + 2], file[MP_SHM_NAME_MAX + 16];
     snprintf(path, sizeof path, "/%s", mp_shm_name(m->h->shm));
     snprintf(file, sizeof file, "/dev/shm/%s", mp_shm_name(m->h->shm));
     m->owner = getpid();
-    int self_pidfd = pidfd_open_(m->owner); /* -1 (ENOSYS, seccomp): the manager polls */
+    self_pidfd = pidfd_open_(m->owner); /* -1 (ENOSYS, seccomp): the manager polls */
     m->evfd = eventfd(0, EFD_CLOEXEC);
     if (m->evfd < 0) {
         r = -errno;
@@ -139,7 +171,7 @@ mp_manager_open(mp_manager **out, const mp_manager_opts *opts)
         goto fail;
     }
     if (pid == 0)
-        manager_main(m->h, m->owner, self_pidfd, m->evfd, path, file);
+        manager_main(m, self_pidfd, path, file);
     if (self_pidfd >= 0)
         close(self_pidfd);
     m->mgr_pid = pid;
@@ -153,6 +185,8 @@ fail:
         close(self_pidfd);
     if (m->evfd >= 0)
         close(m->evfd);
+    mp_listener_close(m->l);
+    mp__cont_free(m->reg);
     mp_shm_unlink(m->h->shm);
     mp__heap_unref(m->h);
     mp__free(m);
@@ -208,6 +242,9 @@ mp_manager_shutdown(mp_manager *m)
     reap_manager(m);
     /* The manager process removed the name, unless it had been killed: then do it here. */
     mp_shm_unlink(m->h->shm);
+    /* Only now that no process serves it: close the listener, which removes an AF_UNIX path. */
+    mp_listener_close(m->l);
+    m->l = NULL;
     return 0;
 }
 
@@ -222,6 +259,8 @@ mp_manager_close(mp_manager *m)
         close(m->evfd);
     if (m->mgr_pidfd >= 0)
         close(m->mgr_pidfd);
+    mp_listener_close(m->l);
+    mp__cont_free(m->reg);
     mp__heap_unref(m->h);
     mp__free(m);
 }
@@ -270,6 +309,22 @@ pid_t
 mp_manager_pid(const mp_manager *m)
 {
     return m != NULL ? m->mgr_pid : -EINVAL;
+}
+
+const char *
+mp_manager_address(const mp_manager *m)
+{
+    return m != NULL && m->l != NULL ? mp_listener_address(m->l) : NULL;
+}
+
+int
+mp_manager_register(mp_manager *m, const char *typeid, const mp_item *obj)
+{
+    if (m == NULL || typeid == NULL || typeid[0] == '\0' || obj == NULL || m->reg == NULL ||
+        (obj->type != MP_ITEM_LIST && obj->type != MP_ITEM_DICT && obj->type != MP_ITEM_NAMESPACE))
+        return -EINVAL;
+    mp_item key = mp_item_str(typeid);
+    return mp__shdict_set(m->reg, &key, obj, MP__SET_ALWAYS, NULL);
 }
 
 /* ---- the shared-heap backend and the public calls -------------------------------------------- */

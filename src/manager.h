@@ -296,6 +296,11 @@ struct mp_manager {
     int evfd;      /* written once to ask the manager process to stop; -1 when attached */
     _Atomic bool shut;
     char name[MP_SHM_NAME_MAX + 2]; /* "/name" when attached by name */
+
+    /* A served manager (mserve.c): the listener its process accepts on, and the registered
+     * typeids (mp_manager_register). NULL otherwise. */
+    mp_listener *l;
+    mp__cont *reg;
 };
 
 /* The name table, at the heap header's root. */

@@ -398,7 +398,8 @@ mp__shlist_set_slice(mp__cont *c, ptrdiff_t start, ptrdiff_t stop, const mp_item
     if (ngone > 0 && gone == NULL)
         err = -ENOMEM;
     if (err == 0) {
-        memcpy(gone, &b->s[start], ngone * sizeof *gone);
+        if (ngone > 0) /* memcpy from or to NULL is undefined even for 0 bytes */
+            memcpy(gone, &b->s[start], ngone * sizeof *gone);
         err = rebuild(c, hd, (uint64_t)start, ns, n, (uint64_t)stop);
     }
     mp__cont_unlock(c, hd);
