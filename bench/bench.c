@@ -9,6 +9,7 @@
 #include "bench.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,20 +263,38 @@ bench_paired_ratio(const bench_config *cfg, bench_fn a, void *ctx_a, bench_fn b,
     return ratio[pairs / 2];
 }
 
+/* The CPUs the benchmark was started with. bench_pin() picks from these, not from the calling
+ * process's current mask: a pinned parent's children inherit a one-CPU mask, and picking "CPU 1
+ * modulo 1" would put both sides of a pair on the same CPU. */
+static cpu_set_t start_cpus;
+static pthread_once_t start_once = PTHREAD_ONCE_INIT;
+
+static void
+save_start_cpus(void)
+{
+    if (sched_getaffinity(0, sizeof start_cpus, &start_cpus) != 0)
+        CPU_ZERO(&start_cpus);
+}
+
+void
+bench_cpus_init(void)
+{
+    pthread_once(&start_once, save_start_cpus);
+}
+
 void
 bench_pin(int cpu)
 {
-    cpu_set_t allowed, one;
-    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0)
-        return;
-    int n = CPU_COUNT(&allowed);
+    bench_cpus_init();
+    int n = CPU_COUNT(&start_cpus);
     if (n <= 1)
         return;
     int want = cpu % n;
     for (int i = 0, seen = 0; i < CPU_SETSIZE; i++) {
-        if (!CPU_ISSET(i, &allowed))
+        if (!CPU_ISSET(i, &start_cpus))
             continue;
         if (seen++ == want) {
+            cpu_set_t one;
             CPU_ZERO(&one);
             CPU_SET(i, &one);
             sched_setaffinity(0, sizeof one, &one);

@@ -77,6 +77,10 @@ void bench_set_suite(const char *suite);
 double bench_paired_ratio(const bench_config *cfg, bench_fn a, void *ctx_a, bench_fn b,
                           void *ctx_b, uint64_t ops);
 
+/* bench_cpus_init - remember the CPUs the benchmark may use (call once, before any pinning;
+ * bench_pin does it too). */
+void bench_cpus_init(void);
+
 /* bench_pin - pin the calling process to one CPU (modulo the CPUs it may use). */
 void bench_pin(int cpu);
 
