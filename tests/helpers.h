@@ -69,6 +69,25 @@ int th_pattern_send(mp_conn *c, size_t size, int tag, int timeout_ms);
 /* th_count_maps - the number of mappings of this process (lines of /proc/self/maps). */
 int th_count_maps(void);
 
+/* SKIP_UNDER_TSAN - skip a test in ThreadSanitizer builds. TSan follows one process: a lock
+ * taken in another process looks like misuse to it, so cross-process tests skip under it and
+ * the multi-threaded ones run. */
+#if defined(__SANITIZE_THREAD__)
+#define TH_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TH_UNDER_TSAN 1
+#endif
+#endif
+#ifndef TH_UNDER_TSAN
+#define TH_UNDER_TSAN 0
+#endif
+#define SKIP_UNDER_TSAN()                                                                         \
+    do {                                                                                          \
+        if (TH_UNDER_TSAN)                                                                        \
+            skip();                                                                               \
+    } while (0)
+
 /* th_now_ms - CLOCK_MONOTONIC milliseconds. */
 int64_t th_now_ms(void);
 

@@ -38,22 +38,7 @@ static shared *S;
 
 /* ThreadSanitizer follows one process: a mutex locked in another process, or released there on
  * purpose to check -EPERM, looks like misuse to it, and it cannot track 100k held locks. Under
- * TSan the cross-process tests are skipped and the multi-threaded ones run. */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
-#define SKIP_UNDER_TSAN()                                                                          \
-    do {                                                                                           \
-        if (UNDER_TSAN)                                                                            \
-            skip();                                                                                \
-    } while (0)
+ * TSan the cross-process tests are skipped (SKIP_UNDER_TSAN) and the multi-threaded ones run. */
 
 static void
 shared_new(unsigned parties)

@@ -16,22 +16,7 @@
 #include <sys/wait.h>
 
 /* ThreadSanitizer follows one process: locks taken in another process look like misuse to it.
- * Under TSan the cross-process tests are skipped and the multi-threaded one runs. */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
-#define SKIP_UNDER_TSAN()                                                                          \
-    do {                                                                                           \
-        if (UNDER_TSAN)                                                                            \
-            skip();                                                                                \
-    } while (0)
+ * Under TSan the cross-process tests are skipped (SKIP_UNDER_TSAN) and the threaded one runs. */
 
 /* What the parent shares with its children (MAP_SHARED memory); the handles are process-local
  * pointers that the children inherit through fork. */
