@@ -28,8 +28,15 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <arpa/inet.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
 
 /* ASan's allocator maps and unmaps memory of its own, so the mapping count is compared only in
  * builds without it. */
@@ -138,6 +145,7 @@ struct row {
     void (*unprep)(void);
     bool (*clean)(void); /* after a failure: nothing half-created that a snapshot cannot see */
     bool needs_mgr;
+    bool forks; /* starts a process: must fail with -EAGAIN when fork does */
 };
 
 static int
@@ -456,7 +464,7 @@ unprep_segment(void)
 #define MROW(id) .open = open_m_##id, .close = close_m_##id, .clean = name_unbound, .needs_mgr = true
 
 static const struct row rows[] = {
-    {"mp_process_open+start", ROW(process)},
+    {"mp_process_open+start", ROW(process), .forks = true},
     {"mp_lock_open", ROW(lock)},
     {"mp_rlock_open", ROW(rlock)},
     {"mp_semaphore_open", ROW(sem)},
@@ -487,9 +495,10 @@ static const struct row rows[] = {
     {"mp_shm_open attach", ROW(shm_attach), .prep = prep_segment, .unprep = unprep_segment},
     {"mp_shlist_open create", .open = open_shlist, .close = close_shlist_unlink},
     {"mp_shlist_open attach", ROW(shlist_attach), .prep = prep_shlist, .unprep = unprep_name},
-    {"mp_manager_open", ROW(manager)},
-    {"mp_manager_open named", ROW(manager_named), .prep = prep_name, .unprep = unprep_name},
-    {"mp_manager_open served", ROW(manager_served)},
+    {"mp_manager_open", ROW(manager), .forks = true},
+    {"mp_manager_open named", ROW(manager_named), .prep = prep_name, .unprep = unprep_name,
+     .forks = true},
+    {"mp_manager_open served", ROW(manager_served), .forks = true},
     {"mp_manager_attach", ROW(manager_attach), .needs_mgr = true},
     {"mp_list_open", ROW(list_open), .needs_mgr = true},
     {"mp_dict_open", ROW(dict_open), .needs_mgr = true},
@@ -618,13 +627,6 @@ test_every_constructor_unwinds_each_failed_allocation(void **state)
     for (size_t i = 0; i < N_ROWS; i++) {
         if (TH_UNDER_TSAN && rows[i].needs_mgr)
             continue;
-        /* Once without faults first: arenas map their first chunk and keep it, which is not a
-         * leak, so the snapshots of the sweep start from warm arenas. */
-        if (sweep(&rows[i], ALLOC) < 0) {
-            fprintf(stderr, "%s: the warm-up failed\n", rows[i].name);
-            bad++;
-            continue;
-        }
         long n = sweep(&rows[i], ALLOC);
         if (n < 0)
             bad++;
@@ -672,6 +674,301 @@ test_every_constructor_fails_with_emfile_when_fds_run_out(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* ---- a full /dev/shm, and the bound on memfds ------------------------------------------------ */
+
+/* mount_dev_shm - a tmpfs of `size` over /dev/shm, in this process's own mount namespace (made
+ * on the first call). Needs root; false without. */
+static bool
+mount_dev_shm(const char *size)
+{
+    static bool own_ns;
+    if (!own_ns && (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0))
+        return false;
+    own_ns = true;
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%s,mode=1777", size);
+    return mount("mpipc-full", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts) == 0;
+}
+
+/* expect_fail - call w->open once, unarmed: it must fail with `want`, leaving nothing. */
+static bool
+expect_fail(const struct row *w, int want)
+{
+    if (w->prep != NULL && w->prep() != 0)
+        return false;
+    struct snap before = take_snap();
+    void *obj = NULL;
+    int r = w->open(&obj);
+    struct snap after = take_snap();
+    bool ok = r == want && obj == NULL && same_snap(&before, &after, w->name, 0) &&
+              (w->clean == NULL || w->clean());
+    if (r != want)
+        fprintf(stderr, "%s: returned %d (%s), expected %s\n", w->name, r, mp_strerror(r),
+                mp_strerror(want));
+    if (r == 0)
+        w->close(obj);
+    if (w->unprep != NULL)
+        w->unprep();
+    return ok;
+}
+
+static size_t big_size;
+
+static int
+open_shm_big(void **o)
+{
+    mp_shm *s = (mp_shm *)1;
+    int r = mp_shm_open(&s, &(mp_shm_opts){.name = pre_name, .create = true, .size = big_size});
+    *o = s;
+    return r;
+}
+static int
+open_shm_big_gen(void **o)
+{
+    mp_shm *s = (mp_shm *)1;
+    int r = mp_shm_open(&s, &(mp_shm_opts){.create = true, .sweep = true, .size = big_size});
+    *o = s;
+    return r;
+}
+static int
+open_shlist_big(void **o)
+{
+    static char bytes[100000];
+    mp_shlist_item it = {.type = MP_SHLIST_BYTES, .v.s = {bytes, sizeof bytes}};
+    mp_shlist *l = (mp_shlist *)1;
+    int r = mp_shlist_open(&l, &(mp_shm_opts){.create = true}, &it, 1);
+    *o = l;
+    return r;
+}
+SIMPLE(queue_big, mp_queue, mp_queue_close,
+       mp_queue_open(&x, &(mp_queue_opts){.capacity = (size_t)8 << 20}))
+SIMPLE(array_huge, mp_array, mp_array_close, mp_array_open(&x, 'd', (size_t)1 << 20, NULL))
+MANAGED(array_big, mp_array, mp_array_close,
+        mp_manager_array(&x, mgr, BOUND, 'd', (size_t)1 << 20, NULL))
+
+static const struct row big_rows[] = {
+    {"mp_shm_open create", .open = open_shm_big, .close = close_shm_unlink, .prep = prep_name},
+    {"mp_shm_open generated name", .open = open_shm_big_gen, .close = close_shm_unlink},
+    {"mp_shlist_open create", .open = open_shlist_big, .close = close_shlist_unlink},
+    {"mp_manager_open named", ROW(manager_named), .prep = prep_name, .unprep = unprep_name},
+    {"mp_queue_open 8 MiB", ROW(queue_big)},
+    {"mp_array_open 8 MiB", ROW(array_huge)},
+    {"mp_manager_array 8 MiB", MROW(array_big)},
+};
+enum { BIG_SHM, BIG_SHM_GEN, BIG_SHLIST, BIG_MANAGER, BIG_QUEUE, BIG_ARRAY, BIG_MARRAY };
+
+/* grow_list - append 60 KB items to a list of mgr until it fails; the error (and the count
+ * appended, which the list must still hold, in *n). */
+static int
+grow_list(size_t *n)
+{
+    static char item[60000];
+    mp_list *l;
+    int r = mp_manager_list(&l, mgr, "grown");
+    for (*n = 0; r == 0 && *n < 1000; ++*n)
+        r = mp_list_append(l, &(mp_item){.type = MP_ITEM_BYTES, .v.s = {item, sizeof item}});
+    if (r != 0)
+        --*n;
+    if (l != NULL && mp_list_len(l) != (ssize_t)*n) {
+        fprintf(stderr, "the list holds %zd items, %zu were appended\n", mp_list_len(l), *n);
+        r = 1;
+    }
+    mp_list_close(l);
+    return r;
+}
+
+static int
+full_dev_shm_child(void *arg)
+{
+    (void)arg;
+    if (!mount_dev_shm("64k"))
+        return 77;
+    struct snap empty = take_snap();
+    CHILD_CHECK(empty.shm == 0);
+    big_size = 128 << 10;
+    for (int i = BIG_SHM; i <= BIG_MANAGER; i++) /* the manager's heap starts at 256 KB */
+        CHILD_CHECK(expect_fail(&big_rows[i], -ENOSPC));
+    /* Filled up by one segment: the next gets -ENOSPC. */
+    mp_shm *s;
+    CHILD_CHECK(mp_shm_open(&s, &(mp_shm_opts){.create = true, .size = 48 << 10}) == 0);
+    big_size = 32 << 10;
+    CHILD_CHECK(expect_fail(&big_rows[BIG_SHM], -ENOSPC));
+    CHILD_CHECK(mp_shm_unlink(s) == 0);
+    mp_shm_close(s);
+
+    /* A named manager's heap that outgrows its tmpfs: growth fails with -ENOSPC, what was
+     * stored stays whole, an object that does not fit is not bound, and shutdown removes the
+     * name. */
+    CHILD_CHECK(mount_dev_shm("1m"));
+    CHILD_CHECK(mp_manager_open(&mgr, &(mp_manager_opts){.name = "mpipc-exh-full"}) == 0);
+    CHILD_CHECK(count_dir("/dev/shm") == 1);
+    size_t n;
+    CHILD_CHECK(grow_list(&n) == -ENOSPC);
+    CHILD_CHECK(n >= 2);
+    CHILD_CHECK(expect_fail(&big_rows[BIG_MARRAY], -ENOSPC));
+    printf("[ ENOSPC   ] a 1 MiB /dev/shm took %zu items of 60 KB in a manager list\n", n);
+    fflush(stdout);
+    mp_manager_close(mgr);
+    mgr = NULL;
+    struct snap after = take_snap();
+    CHILD_CHECK(same_snap(&empty, &after, "manager shutdown", 0));
+    return 0;
+}
+
+static void
+test_a_full_dev_shm_gives_enospc_and_leaves_no_entry(void **state)
+{
+    (void)state;
+    SKIP_UNDER_TSAN(); /* a child that forks the manager process */
+    pid_t pid = th_fork(full_dev_shm_child, NULL);
+    assert_true(pid > 0);
+    int st = th_wait(pid, 30000);
+    assert_true(WIFEXITED(st));
+    if (WEXITSTATUS(st) == 77)
+        skip(); /* not root: no tmpfs of our own */
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* memfds live on the kernel's internal tmpfs mount, which has no size limit: a full /dev/shm
+ * does not bound them. What does is RLIMIT_FSIZE (posix_fallocate and ftruncate check it on
+ * tmpfs too), and the memory cgroup's limit. The first can be tested here, unprivileged: the
+ * anonymous objects fail with -EFBIG and leave nothing. SIGXFSZ is ignored so that the limit is
+ * an error rather than the end of the process. */
+static int
+file_size_child(void *arg)
+{
+    (void)arg;
+    signal(SIGXFSZ, SIG_IGN);
+    CHILD_CHECK(mp_manager_open(&mgr, NULL) == 0); /* 256 KB: under the limit */
+    struct rlimit rl;
+    CHILD_CHECK(getrlimit(RLIMIT_FSIZE, &rl) == 0);
+    rl.rlim_cur = 1 << 20;
+    CHILD_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+    big_size = 2 << 20;
+    CHILD_CHECK(expect_fail(&big_rows[BIG_QUEUE], -EFBIG));
+    CHILD_CHECK(expect_fail(&big_rows[BIG_ARRAY], -EFBIG));
+    CHILD_CHECK(expect_fail(&big_rows[BIG_SHM], -EFBIG));
+    CHILD_CHECK(expect_fail(&big_rows[BIG_SHM_GEN], -EFBIG));
+    CHILD_CHECK(expect_fail(&big_rows[BIG_MARRAY], -EFBIG));
+    size_t n;
+    CHILD_CHECK(grow_list(&n) == -EFBIG);
+    mp_manager_close(mgr);
+    mgr = NULL;
+    return 0;
+}
+
+static void
+test_the_file_size_limit_bounds_anonymous_objects_with_efbig(void **state)
+{
+    (void)state;
+    SKIP_UNDER_TSAN(); /* a child that forks the manager process */
+    pid_t pid = th_fork(file_size_child, NULL);
+    assert_true(pid > 0);
+    assert_child_ok(pid);
+}
+
+/* ---- fork failure ------------------------------------------------------------------------------ */
+
+#if defined(__x86_64__)
+#define AUDIT_ARCH_NATIVE AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define AUDIT_ARCH_NATIVE AUDIT_ARCH_AARCH64
+#endif
+
+/* no_more_processes - make every process-creating system call of this process fail with
+ * EAGAIN, as fork() does at RLIMIT_NPROC (which root, and so CI, bypasses): a seccomp filter,
+ * allowed unprivileged after PR_SET_NO_NEW_PRIVS. Threads could not be created either. */
+static bool
+no_more_processes(void)
+{
+#ifdef AUDIT_ARCH_NATIVE
+    static const int nrs[] = {
+        SYS_clone,
+#ifdef SYS_clone3
+        SYS_clone3,
+#endif
+#ifdef SYS_fork
+        SYS_fork,
+#endif
+#ifdef SYS_vfork
+        SYS_vfork,
+#endif
+    };
+    enum { N = MP__ARRAY_LEN(nrs) };
+    struct sock_filter f[4 + N + 2];
+    unsigned k = 0;
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                          offsetof(struct seccomp_data, arch));
+    /* Another ABI's calls pass untouched. */
+    f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_NATIVE, 1, 0);
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                          offsetof(struct seccomp_data, nr));
+    for (unsigned i = 0; i < N; i++) /* a match jumps to the EAGAIN return after the list */
+        f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nrs[i],
+                                              (unsigned char)(N - i), 0);
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN);
+    struct sock_fprog prog = {.len = (unsigned short)k, .filter = f};
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+           prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+#else
+    return false;
+#endif
+}
+
+/* The calls that fork: each must return -EAGAIN and leave nothing (no heap segment, fd,
+ * temporary directory or child). */
+static int
+fork_fails_child(void *arg)
+{
+    (void)arg;
+    if (!no_more_processes())
+        return 77;
+    CHILD_CHECK(fork() < 0 && errno == EAGAIN); /* the filter works */
+    int forking = 0;
+    for (size_t i = 0; i < N_ROWS; i++) {
+        const struct row *w = &rows[i];
+        if (!w->forks)
+            continue;
+        forking++;
+        CHILD_CHECK(w->prep == NULL || w->prep() == 0);
+        struct snap before = take_snap();
+        void *obj = NULL;
+        int r = w->open(&obj);
+        struct snap after = take_snap();
+        if (r != -EAGAIN)
+            fprintf(stderr, "%s: returned %d (%s) without fork\n", w->name, r, mp_strerror(r));
+        CHILD_CHECK(r == -EAGAIN && obj == NULL);
+        CHILD_CHECK(same_snap(&before, &after, w->name, 0));
+        if (w->unprep != NULL)
+            w->unprep();
+    }
+    CHILD_CHECK(forking == 4);
+    /* A process whose start failed may be started once fork works again: here, it is still
+     * new, so close frees it at once. */
+    mp_process *p;
+    CHILD_CHECK(mp_process_open(&p, ret0, NULL, NULL) == 0);
+    CHILD_CHECK(mp_process_start(p) == -EAGAIN);
+    CHILD_CHECK(mp_process_is_alive(p) == 0);
+    CHILD_CHECK(mp_process_close(p) == 0);
+    return 0;
+}
+
+static void
+test_calls_that_fork_fail_with_eagain_and_leave_nothing(void **state)
+{
+    (void)state;
+    SKIP_UNDER_TSAN(); /* TSan's runtime needs threads and forks of its own */
+    pid_t pid = th_fork(fork_fails_child, NULL);
+    assert_true(pid > 0);
+    int st = th_wait(pid, 30000);
+    assert_true(WIFEXITED(st));
+    if (WEXITSTATUS(st) == 77)
+        skip(); /* no seccomp filter on this architecture or kernel */
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 int
 main(void)
 {
@@ -684,6 +981,9 @@ main(void)
                                         open_mgr, close_mgr),
         cmocka_unit_test_setup_teardown(test_every_constructor_fails_with_emfile_when_fds_run_out,
                                         open_mgr, close_mgr),
+        cmocka_unit_test(test_a_full_dev_shm_gives_enospc_and_leaves_no_entry),
+        cmocka_unit_test(test_the_file_size_limit_bounds_anonymous_objects_with_efbig),
+        cmocka_unit_test(test_calls_that_fork_fail_with_eagain_and_leave_nothing),
     };
     int r = th_run_tests(tests);
     if (rmdir(tmpdir) != 0) {
