@@ -244,8 +244,7 @@ finish(mp_manager *m, const char *name, const spec *sp, int r)
     mp_item key = mp_item_str(name), v;
     if (lock_names(m->h) != 0)
         return r;
-    if (mp__shdict_get(&table, &key, NULL, &v) == 0 &&
-        (uint64_t)v.v.i == (sp->off << 8 | sp->type))
+    if (mp__shdict_get(&table, &key, NULL, &v) == 0 && (uint64_t)v.v.i == (sp->off << 8 | sp->type))
         mp__shdict_pop(&table, &key, NULL, NULL);
     mp__mutex_unlock(&names_of(m->h)->lock);
     return r;

@@ -14,32 +14,29 @@
 #include "helpers.h"
 #include "internal.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <sys/mount.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <arpa/inet.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
-#include <sys/statvfs.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
-/* ASan's allocator maps and unmaps memory of its own, so the mapping count is compared only in
- * builds without it. */
+/* The sanitizers' allocators map and unmap memory of their own, so the mapping count is
+ * compared only in builds without them. */
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
 #elif defined(__has_feature)
@@ -106,7 +103,7 @@ take_snap(void)
                          .shm = count_dir("/dev/shm"),
                          .tmp = count_dir(tmpdir),
                          .children = count_children(),
-                         .maps = UNDER_ASAN ? 0 : th_count_maps()};
+                         .maps = UNDER_ASAN || TH_UNDER_TSAN ? 0 : th_count_maps()};
 }
 
 /* same_snap - true when nothing was left behind; else prints what grew, naming the step. */
@@ -119,8 +116,8 @@ same_snap(const struct snap *a, const struct snap *b, const char *what, long ste
     fprintf(stderr,
             "%s, step %ld: left behind: fds %d -> %d, /dev/shm %d -> %d, tmp %d -> %d, "
             "children %d -> %d, maps %d -> %d\n",
-            what, step, a->fds, b->fds, a->shm, b->shm, a->tmp, b->tmp, a->children,
-            b->children, a->maps, b->maps);
+            what, step, a->fds, b->fds, a->shm, b->shm, a->tmp, b->tmp, a->children, b->children,
+            a->maps, b->maps);
     return false;
 }
 
@@ -180,15 +177,18 @@ close_process(void *o)
     mp_process_close(o);
 }
 
-#define SIMPLE(id, type, closefn, call)                                                           \
-    static int open_##id(void **o)                                                                \
-    {                                                                                             \
-        type *x = (type *)1;                                                                      \
-        int r = (call);                                                                           \
-        *o = x;                                                                                   \
-        return r;                                                                                 \
-    }                                                                                             \
-    static void close_##id(void *o) { closefn((type *)o); }
+#define SIMPLE(id, type, closefn, call)                                                            \
+    static int open_##id(void **o)                                                                 \
+    {                                                                                              \
+        type *x = (type *)1;                                                                       \
+        int r = (call);                                                                            \
+        *o = x;                                                                                    \
+        return r;                                                                                  \
+    }                                                                                              \
+    static void close_##id(void *o)                                                                \
+    {                                                                                              \
+        closefn((type *)o);                                                                        \
+    }
 
 SIMPLE(lock, mp_lock, mp_lock_close, mp_lock_open(&x, NULL))
 SIMPLE(rlock, mp_lock, mp_lock_close, mp_rlock_open(&x))
@@ -322,18 +322,18 @@ close_conn(void *o)
 }
 
 /* Managed objects by name: a failure must leave the name unbound. */
-#define MANAGED(id, type, closefn, call)                                                          \
-    static int open_m_##id(void **o)                                                              \
-    {                                                                                             \
-        type *x = (type *)1;                                                                      \
-        int r = (call);                                                                           \
-        *o = x;                                                                                   \
-        return r;                                                                                 \
-    }                                                                                             \
-    static void close_m_##id(void *o)                                                             \
-    {                                                                                             \
-        closefn((type *)o);                                                                       \
-        mp_manager_delete(mgr, BOUND);                                                            \
+#define MANAGED(id, type, closefn, call)                                                           \
+    static int open_m_##id(void **o)                                                               \
+    {                                                                                              \
+        type *x = (type *)1;                                                                       \
+        int r = (call);                                                                            \
+        *o = x;                                                                                    \
+        return r;                                                                                  \
+    }                                                                                              \
+    static void close_m_##id(void *o)                                                              \
+    {                                                                                              \
+        closefn((type *)o);                                                                        \
+        mp_manager_delete(mgr, BOUND);                                                             \
     }
 
 MANAGED(list, mp_list, mp_list_close, mp_manager_list(&x, mgr, BOUND))
@@ -358,7 +358,8 @@ name_unbound(void)
     return mp_manager_delete(mgr, BOUND) == -ENOENT;
 }
 
-/* ---- prerequisites ----------------------------------------------------------------------------- */
+/* ---- prerequisites -----------------------------------------------------------------------------
+ */
 
 static int
 prep_lock(void)
@@ -395,7 +396,8 @@ prep_pending(void)
     if (r != 0)
         return r;
     const char *addr = mp_listener_address(pre_listener);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(strchr(addr, ':') + 1))};
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)atoi(strchr(addr, ':') + 1))};
     inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
     pre_fd[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (pre_fd[0] < 0 || connect(pre_fd[0], (struct sockaddr *)&sin, sizeof sin) != 0)
@@ -461,7 +463,8 @@ unprep_segment(void)
 }
 
 #define ROW(id) .open = open_##id, .close = close_##id
-#define MROW(id) .open = open_m_##id, .close = close_m_##id, .clean = name_unbound, .needs_mgr = true
+#define MROW(id)                                                                                   \
+    .open = open_m_##id, .close = close_m_##id, .clean = name_unbound, .needs_mgr = true
 
 static const struct row rows[] = {
     {"mp_process_open+start", ROW(process), .forks = true},
@@ -605,8 +608,8 @@ static int
 open_mgr(void **state)
 {
     (void)state;
-    return mp_manager_open(&mgr, &(mp_manager_opts){.address = "127.0.0.1:0",
-                                                    .listener = &mgr_listener});
+    return mp_manager_open(&mgr,
+                           &(mp_manager_opts){.address = "127.0.0.1:0", .listener = &mgr_listener});
 }
 
 static int
@@ -625,8 +628,6 @@ test_every_constructor_unwinds_each_failed_allocation(void **state)
     long total = 0;
     int bad = 0;
     for (size_t i = 0; i < N_ROWS; i++) {
-        if (TH_UNDER_TSAN && rows[i].needs_mgr)
-            continue;
         long n = sweep(&rows[i], ALLOC);
         if (n < 0)
             bad++;
@@ -655,7 +656,6 @@ static void
 test_every_constructor_fails_with_emfile_when_fds_run_out(void **state)
 {
     (void)state;
-    SKIP_UNDER_TSAN(); /* a forked child per row */
     fd_steps = th_shared(N_ROWS * sizeof *fd_steps);
     int bad = 0;
     long total = 0;
@@ -682,7 +682,8 @@ static bool
 mount_dev_shm(const char *size)
 {
     static bool own_ns;
-    if (!own_ns && (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0))
+    if (!own_ns &&
+        (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0))
         return false;
     own_ns = true;
     char opts[64];
@@ -819,7 +820,6 @@ static void
 test_a_full_dev_shm_gives_enospc_and_leaves_no_entry(void **state)
 {
     (void)state;
-    SKIP_UNDER_TSAN(); /* a child that forks the manager process */
     pid_t pid = th_fork(full_dev_shm_child, NULL);
     assert_true(pid > 0);
     int st = th_wait(pid, 30000);
@@ -861,13 +861,13 @@ static void
 test_the_file_size_limit_bounds_anonymous_objects_with_efbig(void **state)
 {
     (void)state;
-    SKIP_UNDER_TSAN(); /* a child that forks the manager process */
     pid_t pid = th_fork(file_size_child, NULL);
     assert_true(pid > 0);
     assert_child_ok(pid);
 }
 
-/* ---- fork failure ------------------------------------------------------------------------------ */
+/* ---- fork failure ------------------------------------------------------------------------------
+ */
 
 #if defined(__x86_64__)
 #define AUDIT_ARCH_NATIVE AUDIT_ARCH_X86_64
@@ -897,13 +897,13 @@ no_more_processes(void)
     enum { N = MP__ARRAY_LEN(nrs) };
     struct sock_filter f[4 + N + 2];
     unsigned k = 0;
-    f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                                          offsetof(struct seccomp_data, arch));
+    f[k++] =
+        (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
     /* Another ABI's calls pass untouched. */
     f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_NATIVE, 1, 0);
     f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
-    f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                                          offsetof(struct seccomp_data, nr));
+    f[k++] =
+        (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
     for (unsigned i = 0; i < N; i++) /* a match jumps to the EAGAIN return after the list */
         f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nrs[i],
                                               (unsigned char)(N - i), 0);
@@ -959,7 +959,6 @@ static void
 test_calls_that_fork_fail_with_eagain_and_leave_nothing(void **state)
 {
     (void)state;
-    SKIP_UNDER_TSAN(); /* TSan's runtime needs threads and forks of its own */
     pid_t pid = th_fork(fork_fails_child, NULL);
     assert_true(pid > 0);
     int st = th_wait(pid, 30000);
