@@ -911,13 +911,17 @@ test_a_served_manager_out_of_fds_waits_without_spinning(void **state)
     (void)state;
     mp_manager *m = mgr;
     pid_t pid = mp_manager_pid(m);
+    /* A first client, kept connected, shows that the manager process serves (it has closed
+     * what it inherited), and holds its fd there; then the limit is set to its lowest free fd
+     * number, so that it can open no new fd. (Not 0: poll() refuses more fds than the limit.) */
+    const mp_client_opts key = {.authkey = "k", .authkey_len = 1};
+    mp_conn *first, *c = (mp_conn *)1;
+    assert_int_equal(mp_client_connect(&first, mp_manager_address(m), &key, 10000), 0);
     struct rlimit old, none;
     assert_int_equal(prlimit(pid, RLIMIT_NOFILE, NULL, &old), 0);
     none = (struct rlimit){.rlim_cur = (rlim_t)lowest_free_fd(pid), .rlim_max = old.rlim_max};
     assert_int_equal(prlimit(pid, RLIMIT_NOFILE, &none, NULL), 0);
 
-    const mp_client_opts key = {.authkey = "k", .authkey_len = 1};
-    mp_conn *c = (mp_conn *)1;
     long t0 = cpu_ticks(pid);
     int64_t start = th_now_ms();
     assert_int_equal(mp_client_connect(&c, mp_manager_address(m), &key, 1000), -ETIMEDOUT);
@@ -933,6 +937,7 @@ test_a_served_manager_out_of_fds_waits_without_spinning(void **state)
     assert_int_equal(prlimit(pid, RLIMIT_NOFILE, &old, NULL), 0);
     assert_int_equal(mp_client_connect(&c, mp_manager_address(m), &key, 10000), 0);
     mp_conn_close(c);
+    mp_conn_close(first);
 }
 
 /* ---- fork failure ------------------------------------------------------------------------------
