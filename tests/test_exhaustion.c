@@ -224,6 +224,12 @@ SIMPLE(manager_served, mp_manager, mp_manager_close,
        mp_manager_open(&x, &(mp_manager_opts){
                                .address = "127.0.0.1:0",
                                .listener = &(mp_listener_opts){.authkey = "k", .authkey_len = 1}}))
+/* A served manager on an AF_UNIX path in tmpdir: the snapshot sees a socket file left behind. */
+static char unix_addr[96];
+SIMPLE(manager_served_unix, mp_manager, mp_manager_close,
+       mp_manager_open(&x, &(mp_manager_opts){
+                               .address = unix_addr,
+                               .listener = &(mp_listener_opts){.authkey = "k", .authkey_len = 1}}))
 SIMPLE(manager_attach, mp_manager, mp_manager_close,
        mp_manager_attach(&x, mp_manager_name(mgr), MP_NOWAIT))
 SIMPLE(list_open, mp_list, mp_list_close,
@@ -502,6 +508,7 @@ static const struct row rows[] = {
     {"mp_manager_open named", ROW(manager_named), .prep = prep_name, .unprep = unprep_name,
      .forks = true},
     {"mp_manager_open served", ROW(manager_served), .forks = true},
+    {"mp_manager_open served unix", ROW(manager_served_unix), .forks = true},
     {"mp_manager_attach", ROW(manager_attach), .needs_mgr = true},
     {"mp_list_open", ROW(list_open), .needs_mgr = true},
     {"mp_dict_open", ROW(dict_open), .needs_mgr = true},
@@ -839,9 +846,22 @@ file_size_child(void *arg)
 {
     (void)arg;
     signal(SIGXFSZ, SIG_IGN);
-    CHILD_CHECK(mp_manager_open(&mgr, NULL) == 0); /* 256 KB: under the limit */
+    /* This child's arenas have no chunk yet: the first sync object or value needs one (1 MiB). */
     struct rlimit rl;
     CHILD_CHECK(getrlimit(RLIMIT_FSIZE, &rl) == 0);
+    rl.rlim_cur = 64 << 10;
+    CHILD_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+    rlim_t unlimited = rl.rlim_max;
+    int tried = 0;
+    for (size_t i = 0; i < N_ROWS; i++)
+        if (rows[i].open == open_lock || rows[i].open == open_value) {
+            CHILD_CHECK(expect_fail(&rows[i], -EFBIG));
+            tried++;
+        }
+    CHILD_CHECK(tried == 2);
+    rl.rlim_cur = unlimited;
+    CHILD_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+    CHILD_CHECK(mp_manager_open(&mgr, NULL) == 0); /* 256 KB: under the limit */
     rl.rlim_cur = 1 << 20;
     CHILD_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
     big_size = 2 << 20;
@@ -1018,7 +1038,7 @@ fork_fails_child(void *arg)
         if (w->unprep != NULL)
             w->unprep();
     }
-    CHILD_CHECK(forking == 4);
+    CHILD_CHECK(forking == 5);
     /* A process whose start failed may be started once fork works again: here, it is still
      * new, so close frees it at once. */
     mp_process *p;
@@ -1049,6 +1069,7 @@ main(void)
     if (mkdtemp(tmpdir) == NULL)
         return 1;
     setenv("TMPDIR", tmpdir, 1);
+    snprintf(unix_addr, sizeof unix_addr, "%s/manager.sock", tmpdir);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_every_constructor_unwinds_each_failed_allocation,
                                         open_mgr, close_mgr),
