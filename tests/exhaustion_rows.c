@@ -247,8 +247,7 @@ name_unbound(void)
     return mp_manager_delete(mgr, BOUND) == -ENOENT;
 }
 
-/* ---- prerequisites -----------------------------------------------------------------------------
- */
+/* ---- prerequisites --------------------------------------------------------------------------- */
 
 static int
 prep_lock(void)

@@ -428,8 +428,7 @@ test_the_file_size_limit_bounds_anonymous_objects_with_efbig(void **state)
     assert_child_ok(pid);
 }
 
-/* ---- a served manager out of fds ----------------------------------------------------------------
- */
+/* ---- a served manager out of fds ------------------------------------------------------------- */
 
 /* cpu_ticks - user + system time of process pid so far, in clock ticks. */
 static long
@@ -509,8 +508,7 @@ exit0(void *arg)
     return 0;
 }
 
-/* ---- fork failure ------------------------------------------------------------------------------
- */
+/* ---- fork failure ---------------------------------------------------------------------------- */
 
 #if defined(__x86_64__)
 #define AUDIT_ARCH_NATIVE AUDIT_ARCH_X86_64
