@@ -93,6 +93,10 @@ SIMPLE(value_raw, mp_value, mp_value_close, mp_value_open(&x, 'd', &(mp_value_op
 SIMPLE(value_lock, mp_value, mp_value_close,
        mp_value_open(&x, 'q', &(mp_value_opts){.lock = pre_lock}))
 SIMPLE(array, mp_array, mp_array_close, mp_array_open(&x, 'i', 10, NULL))
+SIMPLE(array_raw, mp_array, mp_array_close,
+       mp_array_open(&x, 'b', 10, &(mp_value_opts){.raw = true}))
+SIMPLE(array_lock, mp_array, mp_array_close,
+       mp_array_open(&x, 'i', 10, &(mp_value_opts){.lock = pre_lock}))
 SIMPLE(array_big, mp_array, mp_array_close, mp_array_open(&x, 'd', 1 << 17, NULL))
 SIMPLE(listener_unix, mp_listener, mp_listener_close, mp_listener_open(&x, NULL, NULL))
 SIMPLE(listener_tcp, mp_listener, mp_listener_close,
@@ -378,6 +382,8 @@ const struct row rows[] = {
     {"mp_value_open raw", ROW(value_raw)},
     {"mp_value_open with a lock", ROW(value_lock), .prep = prep_lock, .unprep = unprep_lock},
     {"mp_array_open", ROW(array)},
+    {"mp_array_open raw", ROW(array_raw)},
+    {"mp_array_open with a lock", ROW(array_lock), .prep = prep_lock, .unprep = unprep_lock},
     {"mp_array_open large", ROW(array_big)},
     {"mp_shm_open create", .open = open_shm_named, .close = close_shm_unlink, .prep = prep_name,
      .unprep = unprep_name},
