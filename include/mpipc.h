@@ -210,7 +210,7 @@ typedef struct mp_lock_opts {
 } mp_lock_opts;
 
 /* mp_lock_open - a new unlocked lock (Python's Lock(), or RLock() with opts->recursive).
- * `opts` may be NULL. Returns 0, -EINVAL (NULL out), -ENOMEM, -ENOSPC. */
+ * `opts` may be NULL. Returns 0, -EINVAL (NULL out), -ENOMEM, -ENOSPC, -EMFILE. */
 MP_API int mp_lock_open(mp_lock **out, const mp_lock_opts *opts);
 
 /* mp_rlock_open - mp_lock_open with .recursive = true. */
@@ -238,7 +238,7 @@ typedef struct mp_semaphore_opts {
 
 /* mp_semaphore_open - a counting semaphore with `value` units (Python's Semaphore(value);
  * Python's default is 1). Any thread of any process may release it. `opts` may be NULL.
- * Returns 0, -EINVAL (NULL out, value > INT32_MAX), -ENOMEM, -ENOSPC. */
+ * Returns 0, -EINVAL (NULL out, value > INT32_MAX), -ENOMEM, -ENOSPC, -EMFILE. */
 MP_API int mp_semaphore_open(mp_semaphore **out, unsigned value, const mp_semaphore_opts *opts);
 
 /* mp_semaphore_close - release the handle (NULL is fine); in the opening process also free it. */
@@ -263,7 +263,7 @@ typedef struct mp_condition_opts {
 } mp_condition_opts;
 
 /* mp_condition_open - a condition variable. `opts` may be NULL. Returns 0, -EINVAL, -ENOMEM,
- * -ENOSPC, -EBADF (a freed opts->lock). */
+ * -ENOSPC, -EMFILE, -EBADF (a freed opts->lock). */
 MP_API int mp_condition_open(mp_condition **out, const mp_condition_opts *opts);
 
 /* mp_condition_close - release the handle (NULL is fine); in the opening process also free
@@ -301,7 +301,7 @@ MP_API int mp_condition_notify(mp_condition *cond, int n);
 MP_API int mp_condition_notify_all(mp_condition *cond);
 
 /* mp_event_open - a new event, initially clear (Python's Event()). Returns 0, -EINVAL,
- * -ENOMEM, -ENOSPC. */
+ * -ENOMEM, -ENOSPC, -EMFILE. */
 MP_API int mp_event_open(mp_event **out);
 
 /* mp_event_close - release the handle (NULL is fine); in the opening process also free it. */
@@ -336,7 +336,7 @@ typedef struct mp_barrier_opts {
 
 /* mp_barrier_open - a barrier for `parties` parties (Python's Barrier(parties, action,
  * timeout)). `opts` may be NULL. Returns 0, -EINVAL (parties 0 or > INT32_MAX, negative
- * default timeout), -ENOMEM, -ENOSPC. */
+ * default timeout), -ENOMEM, -ENOSPC, -EMFILE. */
 MP_API int mp_barrier_open(mp_barrier **out, unsigned parties, const mp_barrier_opts *opts);
 
 /* mp_barrier_close - release the handle (NULL is fine); in the opening process also free it. */
@@ -783,7 +783,7 @@ typedef struct mp_value_opts {
 /* mp_value_open - a shared value of `typecode` (Python's Value(tc), or RawValue(tc) with
  * opts->raw). `opts` may be NULL. Never blocks. Returns 0; MP_ETYPE (unknown typecode); -EINVAL
  * (NULL out, raw with a lock, a size that does not fit the typecode, typecode 0 without a
- * size); -ENOMEM, -ENOSPC. */
+ * size); -ENOMEM, -ENOSPC, -EMFILE. */
 MP_API int mp_value_open(mp_value **out, char typecode, const mp_value_opts *opts);
 
 /* mp_value_close - release the handle (NULL is fine); in the opening process also free the

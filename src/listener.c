@@ -425,6 +425,8 @@ int
 mp_listener_open(mp_listener **out, const char *address, const mp_listener_opts *opts)
 {
     static const mp_listener_opts none;
+    if (out != NULL)
+        *out = NULL;
     if (opts == NULL)
         opts = &none;
     if (out == NULL || (opts->authkey == NULL && opts->authkey_len > 0) || opts->backlog < 0 ||
@@ -493,6 +495,7 @@ mp_listener_accept(mp_listener *l, mp_conn **out, int timeout_ms)
 {
     if (l == NULL || out == NULL)
         return -EINVAL;
+    *out = NULL;
     mp__deadline dl;
     int r = mp__deadline_init(&dl, timeout_ms);
     if (r != 0)
@@ -586,6 +589,8 @@ int
 mp_client_connect(mp_conn **out, const char *address, const mp_client_opts *opts, int timeout_ms)
 {
     static const mp_client_opts none;
+    if (out != NULL)
+        *out = NULL;
     if (opts == NULL)
         opts = &none;
     if (out == NULL || address == NULL || (opts->authkey == NULL && opts->authkey_len > 0))

@@ -134,6 +134,7 @@ mp_manager_open(mp_manager **out, const mp_manager_opts *opts)
     static const mp_manager_opts defaults = {0};
     if (out == NULL)
         return -EINVAL;
+    *out = NULL;
     if (opts == NULL)
         opts = &defaults;
     mp_manager *m = mp__calloc(1, sizeof *m);
@@ -359,6 +360,8 @@ const mp__backend mp__shm_backend = {
 static int
 open_cont(mp_manager *m, uint32_t kind, const mp_item *items, size_t n, mp__cont **out)
 {
+    if (out != NULL)
+        *out = NULL;
     if (m == NULL || out == NULL || (n > 0 && items == NULL))
         return -EINVAL;
     if (mp__heap_down(m->h))

@@ -62,6 +62,8 @@ typedef struct spec {
     mp__mobj rec; /* the parameters to record (tc, raw, elem, n) */
     const void *opts;
     unsigned count; /* semaphore value, barrier parties */
+    uint64_t off;   /* set by bind: where the object is */
+    bool created;   /* set by bind: this call made the object and bound its name */
 } spec;
 
 static mp__names *
@@ -176,9 +178,9 @@ create(mp__heap *h, const spec *sp, int *err)
 }
 
 /* bind - the object called name, of sp's type: found, or created and bound. Its offset (a
- * record's, or a container's) in *off. */
+ * record's, or a container's) in *off and sp->off; sp->created tells which. */
 static int
-bind(mp_manager *m, const char *name, const spec *sp, uint64_t *off)
+bind(mp_manager *m, const char *name, spec *sp, uint64_t *off)
 {
     if (m == NULL || name == NULL)
         return -EINVAL;
@@ -222,8 +224,29 @@ bind(mp_manager *m, const char *name, const spec *sp, uint64_t *off)
                 r = -EBADF;
             }
         }
+        sp->created = r == 0;
     }
+    sp->off = *off;
     mp__mutex_unlock(&names_of(h)->lock);
+    return r;
+}
+
+/* finish - the end of a call by name. When this call bound a new object but could not make
+ * its handle (-ENOMEM), the name is unbound again, since on error nothing may be bound. Another
+ * process may have found the object in the meantime: it keeps it, as after a racing
+ * mp_manager_delete, and the memory goes with the heap. */
+static int
+finish(mp_manager *m, const char *name, const spec *sp, int r)
+{
+    if (r == 0 || !sp->created)
+        return r;
+    mp__cont table = table_of(m->h);
+    mp_item key = mp_item_str(name), v;
+    if (lock_names(m->h) != 0)
+        return r;
+    if (mp__shdict_get(&table, &key, NULL, &v) == 0 && (uint64_t)v.v.i == (sp->off << 8 | sp->type))
+        mp__shdict_pop(&table, &key, NULL, NULL);
+    mp__mutex_unlock(&names_of(m->h)->lock);
     return r;
 }
 
@@ -256,7 +279,7 @@ bind_cont(mp_manager *m, const char *name, uint32_t kind, mp__cont **out)
     if (r != 0)
         return r;
     *out = mp__cont_new(m->h, off, kind);
-    return *out != NULL ? 0 : -ENOMEM;
+    return finish(m, name, &sp, *out != NULL ? 0 : -ENOMEM);
 }
 
 int
@@ -340,7 +363,7 @@ value_obj(mp_value **out, mp_manager *m, const char *name, uint32_t type, char t
                        mo->raw);
     if (r == 0)
         mp__value_pin(*out, heap_pin(m));
-    return r;
+    return finish(m, name, &sp, r);
 }
 
 int
@@ -384,7 +407,7 @@ mp_manager_queue(mp_queue **out, mp_manager *m, const char *name, const mp_queue
         r = mp__queue_wrap(out, mem, (size_t)mo->n);
     if (r == 0)
         mp__queue_pin(*out, heap_pin(m));
-    return r;
+    return finish(m, name, &sp, r);
 }
 
 static int
@@ -409,7 +432,7 @@ mp_manager_lock(mp_lock **out, mp_manager *m, const char *name, const mp_lock_op
         r = mp__lock_wrap(out, mem);
     if (r == 0)
         mp__lock_pin(*out, heap_pin(m));
-    return r;
+    return finish(m, name, &sp, r);
 }
 
 static int
@@ -436,7 +459,7 @@ mp_manager_semaphore(mp_semaphore **out, mp_manager *m, const char *name, unsign
         r = mp__semaphore_wrap(out, mem);
     if (r == 0)
         mp__semaphore_pin(*out, heap_pin(m));
-    return r;
+    return finish(m, name, &sp, r);
 }
 
 static int
@@ -461,7 +484,7 @@ mp_manager_condition(mp_condition **out, mp_manager *m, const char *name,
         r = mp__condition_wrap(out, mem, opts != NULL ? opts->lock : NULL);
     if (r == 0)
         mp__condition_pin(*out, heap_pin(m));
-    return r;
+    return finish(m, name, &sp, r);
 }
 
 static int
@@ -485,7 +508,7 @@ mp_manager_event(mp_event **out, mp_manager *m, const char *name)
         r = mp__event_wrap(out, mem);
     if (r == 0)
         mp__event_pin(*out, heap_pin(m));
-    return r;
+    return finish(m, name, &sp, r);
 }
 
 static int
@@ -511,5 +534,5 @@ mp_manager_barrier(mp_barrier **out, mp_manager *m, const char *name, unsigned p
         r = mp__barrier_wrap(out, mem, opts);
     if (r == 0)
         mp__barrier_pin(*out, heap_pin(m));
-    return r;
+    return finish(m, name, &sp, r);
 }

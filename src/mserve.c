@@ -32,6 +32,7 @@
 
 #define MAX_REQUEST ((size_t)64 << 20) /* a larger request closes the connection */
 #define MAX_CONNS 1000
+#define ACCEPT_BACKOFF_MS 100 /* out of fds: how long the listener is left alone */
 
 typedef struct obj {
     uint64_t off;
@@ -531,14 +532,18 @@ drop(client *c)
     mp__free(c->out);
 }
 
-static void
+/* accept_all - accept every pending client. Returns true when it had to stop for want of fds
+ * or memory, leaving a connection pending. */
+static bool
 accept_all(server *s)
 {
     for (;;) {
         mp_conn *conn;
         int r = mp_listener_accept(s->l, &conn, MP_NOWAIT);
-        if (r == -EAGAIN || r == -EMFILE || r == -ENFILE || r == -ENOMEM)
-            return;
+        if (r == -EAGAIN)
+            return false;
+        if (r == -EMFILE || r == -ENFILE || r == -ENOMEM)
+            return true;
         if (r != 0)
             continue; /* a failed handshake (a wrong key, a client gone): next one */
         if (s->ncl == MAX_CONNS) {
@@ -590,16 +595,21 @@ mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pi
         return;
     s->l = l;
     struct pollfd *p = mp__calloc(MAX_CONNS + 3, sizeof *p);
+    /* Out of fds, a pending connection keeps the listener readable although it cannot be
+     * accepted: the listener is then left out of poll until a client is dropped (which frees
+     * an fd) or for ACCEPT_BACKOFF_MS, instead of spinning on it. */
+    int64_t resume_ns = 0;
     while (p != NULL && !s->stop && !mp__heap_down(h)) {
+        bool starved = mp__now_ns() < resume_ns;
         size_t np = 0;
         p[np++] = (struct pollfd){.fd = evfd, .events = POLLIN};
         p[np++] = (struct pollfd){.fd = owner_pidfd, .events = POLLIN};
-        p[np++] = (struct pollfd){.fd = mp_listener_fileno(l), .events = POLLIN};
+        p[np++] = (struct pollfd){.fd = starved ? -1 : mp_listener_fileno(l), .events = POLLIN};
         for (size_t i = 0; i < s->ncl; i++)
             p[np++] = (struct pollfd){.fd = s->cl[i].fd,
                                       .events = s->cl[i].out != NULL ? POLLOUT : POLLIN};
         /* Without a pidfd (fd -1, which poll skips), look at the parent every 100 ms. */
-        int r = poll(p, np, owner_pidfd >= 0 ? -1 : 100);
+        int r = poll(p, np, owner_pidfd >= 0 && !starved ? -1 : ACCEPT_BACKOFF_MS);
         if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == ENOMEM))
             continue;
         if (r < 0 || p[0].revents != 0 || p[1].revents != 0 ||
@@ -622,9 +632,10 @@ mp__serve(mp__heap *h, mp_listener *l, uint64_t registry, int evfd, int owner_pi
                 s->stop = true;
             drop(c);
             s->cl[i] = s->cl[--s->ncl];
+            resume_ns = 0;
         }
-        if (p[2].revents != 0 && !s->stop)
-            accept_all(s);
+        if (p[2].revents != 0 && !s->stop && accept_all(s))
+            resume_ns = mp__now_ns() + (int64_t)ACCEPT_BACKOFF_MS * 1000000;
     }
     /* The owner (and its children) still hold the listening socket: shut it down so that
      * new clients are refused at once rather than left waiting for a handshake. */

@@ -557,6 +557,7 @@ mp_pipe_open(mp_conn **a, mp_conn **b, bool duplex)
 {
     if (a == NULL || b == NULL)
         return -EINVAL;
+    *a = *b = NULL;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return -errno;
@@ -582,6 +583,8 @@ mp_pipe_open(mp_conn **a, mp_conn **b, bool duplex)
 int
 mp_conn_open(mp_conn **out, int fd, bool readable, bool writable)
 {
+    if (out != NULL)
+        *out = NULL;
     if (out == NULL || fd < 0 || (!readable && !writable))
         return -EINVAL;
     int domain, type;

@@ -196,6 +196,7 @@ mp_process_open(mp_process **out, mp_process_fn target, void *arg, const mp_proc
     static const mp_process_opts defaults;
     if (out == NULL || target == NULL)
         return -EINVAL;
+    *out = NULL;
     if (opts == NULL)
         opts = &defaults;
     if (opts->pdeathsig < 0 || opts->pdeathsig >= NSIG)

@@ -318,6 +318,8 @@ fill(mp_shlist *l, const mp_shlist_item *items)
 int
 mp_shlist_open(mp_shlist **out, const mp_shm_opts *opts, const mp_shlist_item *items, size_t n)
 {
+    if (out != NULL)
+        *out = NULL;
     if (out == NULL || opts == NULL || opts->size != 0 || (items == NULL && n > 0) ||
         (!opts->create && (items != NULL || n > 0)))
         return -EINVAL;

@@ -169,7 +169,10 @@ check_opts(const mp_shm_opts *o)
 int
 mp_shm_open(mp_shm **out, const mp_shm_opts *opts)
 {
-    if (out == NULL || opts == NULL)
+    if (out == NULL)
+        return -EINVAL;
+    *out = NULL;
+    if (opts == NULL)
         return -EINVAL;
     int r = check_opts(opts);
     const char *bare = NULL;

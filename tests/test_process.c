@@ -552,29 +552,6 @@ test_process_misuse_returns_clear_errors(void **state)
     mp_process_close(p);
 }
 
-static void
-test_process_open_fails_cleanly_when_allocation_fails(void **state)
-{
-    (void)state;
-    /* Fail each allocation of open in turn; every failure must return -ENOMEM and leave nothing
-     * allocated (ASan/valgrind see the rest). */
-    int r;
-    long n = 0;
-    do {
-        mp_process *p = NULL;
-        mp__alloc_fail_after(n);
-        r = mp_process_open(&p, return_arg, NULL, NULL);
-        mp__alloc_fail_after(-1);
-        if (r == 0)
-            mp_process_close(p);
-        else
-            assert_int_equal(r, -ENOMEM);
-        n++;
-    } while (r != 0 && n < 16);
-    assert_int_equal(r, 0);
-    assert_true(n >= 2); /* handle and name */
-}
-
 /* Where pidfd_open() is unavailable (seccomp, valgrind) the sentinel is a pipe: the same
  * behaviour must hold. */
 static void
@@ -628,7 +605,6 @@ main(void)
         cmocka_unit_test(test_process_with_sigchld_ignored_joins_but_status_is_unknown),
         cmocka_unit_test(test_process_only_its_creator_may_join_and_daemons_have_no_children),
         cmocka_unit_test(test_process_misuse_returns_clear_errors),
-        cmocka_unit_test(test_process_open_fails_cleanly_when_allocation_fails),
         cmocka_unit_test(test_process_without_pidfd_falls_back_to_a_pipe_sentinel),
         cmocka_unit_test(test_foundation_version_errors_and_cpu_count),
     };

@@ -36,31 +36,6 @@ test_queue_open_checks_options(void **state)
     mp_queue_close(NULL);
 }
 
-/* With no fd left, open fails cleanly with -EMFILE (in a child: the limit is process-wide). */
-static int
-child_open_without_fds(void *arg)
-{
-    (void)arg;
-    struct rlimit rl;
-    CHILD_CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
-    int fd = dup(2);
-    CHILD_CHECK(fd >= 0);
-    rl.rlim_cur = (rlim_t)fd; /* every lower-numbered fd is taken, so none is free */
-    close(fd);
-    CHILD_CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
-    mp_queue *q = (mp_queue *)1;
-    CHILD_CHECK(mp_queue_open(&q, NULL) == -EMFILE);
-    CHILD_CHECK(q == NULL);
-    return 0;
-}
-
-static void
-test_queue_open_fails_cleanly_without_fds(void **state)
-{
-    (void)state;
-    assert_child_ok(th_fork(child_open_without_fds, NULL));
-}
-
 static void
 test_queue_rejects_bad_arguments(void **state)
 {
@@ -647,7 +622,6 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_queue_open_checks_options),
-        cmocka_unit_test(test_queue_open_fails_cleanly_without_fds),
         cmocka_unit_test(test_queue_rejects_bad_arguments),
         cmocka_unit_test(test_queue_is_fifo_with_exact_qsize),
         cmocka_unit_test(test_queue_is_fifo_across_processes),

@@ -208,37 +208,6 @@ test_shm_larger_than_dev_shm_fails_with_enospc_and_leaves_nothing(void **state)
     assert_null(s); /* and the leak check sees no generated name left */
 }
 
-static void
-test_shm_open_unwinds_every_failed_allocation(void **state)
-{
-    (void)state;
-    char name[64];
-    snprintf(name, sizeof name, "mpipc-test-alloc-%d", (int)getpid());
-    int r = -ENOMEM;
-    mp_shm *s = NULL;
-    for (long k = 0; r == -ENOMEM; k++) {
-        mp__alloc_fail_after(k);
-        r = mp_shm_open(&s, &(mp_shm_opts){.name = name, .create = true, .size = 100});
-        mp__alloc_fail_after(-1);
-        if (r == -ENOMEM)
-            assert_false(name_exists(name));
-    }
-    assert_int_equal(r, 0);
-    mp_shlist *l = NULL;
-    mp_shlist_item items[] = {{.type = MP_SHLIST_INT, .v.i = 1}};
-    r = -ENOMEM;
-    for (long k = 0; r == -ENOMEM; k++) {
-        mp__alloc_fail_after(k);
-        r = mp_shlist_open(&l, &(mp_shm_opts){.create = true}, items, 1);
-        mp__alloc_fail_after(-1);
-    }
-    assert_int_equal(r, 0);
-    assert_int_equal(mp_shm_unlink(mp_shlist_shm(l)), 0);
-    mp_shlist_close(l);
-    assert_int_equal(mp_shm_unlink(s), 0);
-    mp_shm_close(s);
-}
-
 static void *
 thread_creates_and_unlinks(void *arg)
 {
@@ -842,7 +811,6 @@ main(void)
         cmocka_unit_test(test_shm_open_rejects_bad_arguments_and_leaves_nothing),
         cmocka_unit_test(test_shm_only_the_creator_or_an_owner_unlinks),
         cmocka_unit_test(test_shm_larger_than_dev_shm_fails_with_enospc_and_leaves_nothing),
-        cmocka_unit_test(test_shm_open_unwinds_every_failed_allocation),
         cmocka_unit_test(test_shm_sweep_removes_opted_in_segments_of_a_killed_creator_only),
         cmocka_unit_test(test_shm_sweep_sees_a_reused_pid_and_skips_other_namespaces),
         cmocka_unit_test(test_shm_sweep_collects_a_creator_killed_inside_open),

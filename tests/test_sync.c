@@ -1256,46 +1256,6 @@ test_random_kills_never_lose_a_notification_or_a_lock(void **state)
     shared_free();
 }
 
-/* ---- allocation failures ------------------------------------------------------------------------
- */
-
-static void
-test_every_open_fails_cleanly_when_allocation_fails(void **state)
-{
-    (void)state;
-    for (long n = 0; n < 4; n++) {
-        mp_lock *l = NULL;
-        mp_semaphore *s = NULL;
-        mp_condition *c = NULL;
-        mp_event *e = NULL;
-        mp_barrier *b = NULL;
-        mp__alloc_fail_after(n);
-        int rl = mp_lock_open(&l, NULL);
-        mp__alloc_fail_after(n);
-        int rs = mp_semaphore_open(&s, 1, NULL);
-        mp__alloc_fail_after(n);
-        int rc = mp_condition_open(&c, NULL);
-        mp__alloc_fail_after(n);
-        int re = mp_event_open(&e);
-        mp__alloc_fail_after(n);
-        int rb = mp_barrier_open(&b, 2, NULL);
-        mp__alloc_fail_after(-1);
-        /* Either it worked, or it failed with -ENOMEM and left nothing behind. */
-        assert_true(rl == 0 ? l != NULL : (rl == -ENOMEM && l == NULL));
-        assert_true(rs == 0 ? s != NULL : (rs == -ENOMEM && s == NULL));
-        assert_true(rc == 0 ? c != NULL : (rc == -ENOMEM && c == NULL));
-        assert_true(re == 0 ? e != NULL : (re == -ENOMEM && e == NULL));
-        assert_true(rb == 0 ? b != NULL : (rb == -ENOMEM && b == NULL));
-        if (n == 0)
-            assert_int_equal(rl, -ENOMEM);
-        mp_lock_close(l);
-        mp_semaphore_close(s);
-        mp_condition_close(c);
-        mp_event_close(e);
-        mp_barrier_close(b);
-    }
-}
-
 /* ---- threads of one process (what ThreadSanitizer can check) --------------------------------- */
 
 #define THREADS 4
@@ -1412,7 +1372,6 @@ main(void)
         cmocka_unit_test(test_barrier_killed_while_running_the_action_breaks_at_the_timeout),
         cmocka_unit_test(test_waits_return_eintr_when_a_signal_handler_runs),
         cmocka_unit_test(test_random_kills_never_lose_a_notification_or_a_lock),
-        cmocka_unit_test(test_every_open_fails_cleanly_when_allocation_fails),
         cmocka_unit_test(test_every_primitive_works_between_threads_of_one_process),
     };
     return th_run_tests(tests);

@@ -819,37 +819,6 @@ test_only_the_creator_frees_and_stale_locked_handles_get_ebadf(void **state)
     shared_free();
 }
 
-/* ---- allocation failures --------------------------------------------------------------------- */
-
-static void
-test_every_open_fails_cleanly_when_allocation_fails(void **state)
-{
-    (void)state;
-    mp_lock *l;
-    assert_int_equal(mp_lock_open(&l, NULL), 0);
-    const mp_value_opts modes[] = {{0}, {.raw = true}, {.lock = l}};
-    for (size_t m = 0; m < MP__ARRAY_LEN(modes); m++) {
-        for (long n = 0; n < 4; n++) {
-            mp_value *v = (mp_value *)1;
-            mp_array *a = (mp_array *)1;
-            mp__alloc_fail_after(n);
-            int rv = mp_value_open(&v, 'i', &modes[m]);
-            mp__alloc_fail_after(n);
-            int ra = mp_array_open(&a, 'd', 100000, &modes[m]); /* a big block of its own */
-            mp__alloc_fail_after(-1);
-            assert_true(rv == 0 ? v != NULL : (rv == -ENOMEM && v == NULL));
-            assert_true(ra == 0 ? a != NULL : (ra == -ENOMEM && a == NULL));
-            if (n == 0) {
-                assert_int_equal(rv, -ENOMEM);
-                assert_int_equal(ra, -ENOMEM);
-            }
-            mp_value_close(v);
-            mp_array_close(a);
-        }
-    }
-    mp_lock_close(l);
-}
-
 /* ---- threads of one process (what ThreadSanitizer can check) --------------------------------- */
 
 #define THREADS 4
@@ -921,7 +890,6 @@ main(void)
         cmocka_unit_test(test_data_beside_the_lock_never_disturbs_it),
         cmocka_unit_test(test_hundred_thousand_values_open_in_a_few_mappings),
         cmocka_unit_test(test_only_the_creator_frees_and_stale_locked_handles_get_ebadf),
-        cmocka_unit_test(test_every_open_fails_cleanly_when_allocation_fails),
         cmocka_unit_test(test_threads_mix_locked_raw_and_atomic_access),
     };
     return th_run_tests(tests);
