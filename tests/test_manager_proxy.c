@@ -11,6 +11,7 @@
 #include "pickle.h"
 #include "python_peer.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -537,15 +538,27 @@ typedef struct fork_arg {
 
 enum { ROUNDS = 100 };
 
+/* Calls whose answers differ between the two processes: l[which] is "parent" or "child". A
+ * reply read by the wrong process (a shared socket) shows as a wrong answer or a timeout. */
+static bool
+reads_own_item(mp_list *l, int which)
+{
+    mp_item it = mp_item_str(which == 0 ? "parent" : "child"), got;
+    if (mp_list_append(l, &it) != 0 || mp_list_get(l, which, &got) != 0)
+        return false;
+    bool ok = got.type == MP_ITEM_STR && strcmp(got.v.s.ptr, it.v.s.ptr) == 0;
+    mp_item_clear(&got);
+    return ok;
+}
+
 static int
 child_uses_inherited_handles(void *p)
 {
     fork_arg *a = p;
-    mp_item it = mp_item_str("child");
     CHILD_CHECK(th_barrier_wait(a->b) == 0);
-    /* In lock step with the parent on the same inherited manager: no reply goes astray. */
+    /* At the same time as the parent, on the same inherited manager. */
     for (int i = 0; i < ROUNDS; i++)
-        CHILD_CHECK(mp_list_append(a->l, &it) == 0);
+        CHILD_CHECK(reads_own_item(a->l, 1));
     CHILD_CHECK(th_barrier_wait(a->b) == 0);
     mp_list_close(a->l);
     return 0;
@@ -565,16 +578,16 @@ test_fork_child_uses_inherited_handles_on_its_own_connection(void **state)
     mp_list *l, *unused;
     assert_int_equal(mp_list_open(&l, m, NULL, 0), 0);
     assert_int_equal(mp_list_open(&unused, m, NULL, 0), 0);
-    mp_item it = mp_item_str("parent");
-    assert_int_equal(mp_list_append(l, &it), 0); /* the parent's connection exists */
+    mp_item seed[2] = {mp_item_str("parent"), mp_item_str("child")};
+    assert_int_equal(mp_list_extend(l, seed, 2), 0); /* the parent's connection exists */
     fork_arg a = {l, th_barrier_new(2), s.addr};
     pid_t pid = th_fork(child_uses_inherited_handles, &a);
     assert_int_equal(th_barrier_wait(a.b), 0);
     for (int i = 0; i < ROUNDS; i++)
-        assert_int_equal(mp_list_append(l, &it), 0);
+        assert_true(reads_own_item(l, 0));
     assert_int_equal(th_barrier_wait(a.b), 0);
     assert_child_ok(pid);
-    assert_int_equal(mp_list_len(l), 2 * ROUNDS + 1);
+    assert_int_equal(mp_list_len(l), 2 * ROUNDS + 2);
     /* The child dropped the reference it took; the one it never used cost nothing. */
     assert_int_equal(number_of_objects(s.addr), 2);
     mp__pv *info = control(s.addr, "debug_info");
@@ -656,6 +669,38 @@ test_killed_server_gives_epipe_within_the_timeout(void **state)
     }
 }
 
+/* Wait until every thread of pid is stopped: kill() returns before the signal has taken
+ * effect on a thread running on another CPU. */
+static void
+wait_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    for (int64_t end = th_now_ms() + 10000; th_now_ms() < end; usleep(1000)) {
+        DIR *d = opendir(path);
+        assert_non_null(d);
+        bool all = true;
+        for (struct dirent *e; (e = readdir(d)) != NULL;) {
+            if (e->d_name[0] == '.')
+                continue;
+            char stat[PATH_MAX + 64], buf[512] = "";
+            snprintf(stat, sizeof stat, "%s/%s/stat", path, e->d_name);
+            FILE *f = fopen(stat, "r");
+            if (f != NULL) {
+                size_t n = fread(buf, 1, sizeof buf - 1, f);
+                buf[n] = '\0';
+                fclose(f);
+            }
+            const char *st = strrchr(buf, ')');
+            all = all && st != NULL && (st[2] == 'T' || st[2] == 't');
+        }
+        closedir(d);
+        if (all)
+            return;
+    }
+    fail_msg("process %d did not stop", (int)pid);
+}
+
 static void
 test_stopped_server_gives_etimedout_within_the_timeout(void **state)
 {
@@ -671,6 +716,7 @@ test_stopped_server_gives_etimedout_within_the_timeout(void **state)
     mp_item it = mp_item_int(1);
     assert_int_equal(mp_list_append(l, &it), 0);
     assert_int_equal(kill(s.py, SIGSTOP), 0);
+    wait_stopped(s.py);
     for (int i = 0; i < 2; i++) {
         /* A call on the pooled connection, then one that needs a new connection. */
         int64_t t0 = th_now_ms();
