@@ -13,6 +13,8 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -641,6 +643,31 @@ test_threads_share_handles(void **state)
 
 /* ---- a server that goes away or stops ---------------------------------------------------------- */
 
+typedef struct caller {
+    mp_list *l;
+    _Atomic int calls;
+    int err;
+    int64_t last_ms; /* how long the failing call took */
+} caller;
+
+/* Append until a call fails, as a thread that is mid-call when the server dies. */
+static void *
+call_until_error(void *p)
+{
+    caller *c = p;
+    mp_item it = mp_item_int(1);
+    for (;;) {
+        int64_t t0 = th_now_ms();
+        int r = mp_list_append(c->l, &it);
+        if (r != 0) {
+            c->err = r;
+            c->last_ms = th_now_ms() - t0;
+            return NULL;
+        }
+        atomic_fetch_add(&c->calls, 1);
+    }
+}
+
 static void
 test_killed_server_gives_epipe_within_the_timeout(void **state)
 {
@@ -656,7 +683,16 @@ test_killed_server_gives_epipe_within_the_timeout(void **state)
         assert_int_equal(mp_list_open(&l, m, NULL, 0), 0);
         mp_item it = mp_item_int(1);
         assert_int_equal(mp_list_append(l, &it), 0);
+        /* Killed while a thread is calling: its call ends with -EPIPE, not at the timeout. */
+        caller c = {.l = l};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, call_until_error, &c), 0);
+        while (atomic_load(&c.calls) < 20)
+            sched_yield();
         assert_int_equal(kill(s.py, SIGKILL), 0);
+        assert_int_equal(pthread_join(th, NULL), 0);
+        assert_int_equal(c.err, -EPIPE);
+        assert_true(c.last_ms < 1500);
         srv_reap_killed(&s);
         int64_t t0 = th_now_ms();
         assert_int_equal(mp_list_append(l, &it), -EPIPE);
