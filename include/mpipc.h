@@ -1054,6 +1054,9 @@ MP_API void mp_shlist_close(mp_shlist *l);
  * round trip (Python's manager answers every call over a socket). mp_manager_open() also forks
  * a small manager process, as Python's server process, that keeps the store's lifetime: when the
  * owner shuts the manager down, or dies, it removes the heap's name from /dev/shm and exits.
+ * (The other direction, a manager handle whose containers live in a Python manager's server,
+ * is mp_manager_connect(): see "driving a Python manager from C" below. What this comment says
+ * about the heap does not apply to it.)
  *
  * Items are copied in and out, as Python's proxies return copies: changing a string returned by
  * mp_list_get() changes nothing in the list (Python's `d['k'].append(2)` pitfall). To share a
