@@ -323,7 +323,7 @@ int mp__names_create(mp__heap *h, uint64_t *root);
  * stores to the heap: async-signal-safe, so the manager process may call it. Idempotent. */
 void mp__names_shutdown(mp__heap *h);
 
-/* ---- the remote backend: a client of a Python manager (mproxy.c, mproxy_ops.c) ---------------- */
+/* ---- the remote backend: a client of a Python manager (src/mproxy*.c) ------------------------ */
 
 typedef struct mp__rman mp__rman;
 extern const mp__backend mp__remote_backend;

@@ -32,7 +32,7 @@ struct mp__rman {
 
 /* A container handle of the remote backend. */
 typedef struct mp__rcont {
-    mp__cont c;  /* be: mp__remote_backend; h: NULL; off: the ident's value (for repr's cycles) */
+    mp__cont c; /* be: mp__remote_backend; h: NULL; off: the ident's value (for repr's cycles) */
     mp__rman *rm;
     _Atomic pid_t pid; /* the process that holds this handle's reference on the server */
     char ident[40];    /* CPython's '%x' % id(obj) */
@@ -69,6 +69,17 @@ int mp__ritem(mp__rman *rm, const mp__pv *v, mp_item *out, const mp__deadline *d
  * methods (else MP_ETYPE). Consumes args (the arguments after the typeid; NULL: none). */
 int mp__rcreate(mp__rman *rm, const char *typeid, uint32_t kind, mp__pv *args, mp__cont **out,
                 const mp__deadline *dl);
+
+/* mp__rcontrol - a control request (create, incref, decref) on a connection of its own, as
+ * CPython's dispatch on a new Client. Consumes args (a tuple; NULL: none); *res as mp__rcall's. */
+int mp__rcontrol(mp__rman *rm, const char *method, mp__pv *args, mp__pv **res,
+                 const mp__deadline *dl);
+/* mp__rident_args - the tuple (ident,) of an incref or decref; NULL when out of memory. */
+mp__pv *mp__rident_args(const char *ident);
+/* mp__radopt - a handle on the object `ident`, whose reference this process holds already; on
+ * failure (-ENOMEM) the reference is given back. */
+int mp__radopt(mp__rman *rm, const char *ident, uint32_t kind, mp__cont **out,
+               const mp__deadline *dl);
 
 /* mp__rcont_free - the backend's cont_free: drop this process's reference (decref, bounded by
  * the timeout, a failure ignored as CPython's _decref does) and free the handle. */

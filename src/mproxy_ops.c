@@ -10,9 +10,9 @@
 #include <string.h>
 
 /* The deadline and the handle of one operation. */
-#define BEGIN(c)                                                                                  \
-    mp__rcont *rc = mp__rc(c);                                                                    \
-    mp__deadline dl;                                                                              \
+#define BEGIN(c)                                                                                   \
+    mp__rcont *rc = mp__rc(c);                                                                     \
+    mp__deadline dl;                                                                               \
     mp__rdeadline(rc->rm, &dl)
 
 static mp__pv *
@@ -36,10 +36,9 @@ call_int(mp__rcont *rc, const char *method, mp__pv *args, const mp__deadline *dl
     int r = mp__rcall(rc, method, args, NULL, &res, dl);
     ssize_t n = r;
     if (r == 0)
-        n = res->kind == MP__PV_INT && res->u.i >= 0    ? (ssize_t)res->u.i
-            : res->kind == MP__PV_BOOL                  ? res->u.b
-                                                        : mp__rerror(MP_ETYPE, "%s: not an int",
-                                                                     method);
+        n = res->kind == MP__PV_INT && res->u.i >= 0 ? (ssize_t)res->u.i
+            : res->kind == MP__PV_BOOL               ? res->u.b
+                                       : mp__rerror(MP_ETYPE, "%s: not an int", method);
     mp__pv_free(res);
     return n;
 }
@@ -77,7 +76,7 @@ args_of(mp__rcont *rc, const ptrdiff_t *i, const mp_item *a, bool akey, const mp
     return r;
 }
 
-/* ---- list -------------------------------------------------------------------------------------- */
+/* ---- list ------------------------------------------------------------------------------------ */
 
 static ssize_t
 rlist_len(mp__cont *c)
@@ -127,13 +126,12 @@ items_of(mp__rcont *rc, const mp__pv *l, mp_item **out, size_t *n, const mp__dea
 }
 
 static int
-rlist_slice(mp__cont *c, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t step, mp_item **out,
-            size_t *n)
+rlist_slice(mp__cont *c, ptrdiff_t start, ptrdiff_t stop, ptrdiff_t step, mp_item **out, size_t *n)
 {
     BEGIN(c);
     mp__pv *res = NULL;
-    int r = mp__rcall(rc, "__getitem__", mp__pv_tuple(1, slice_(start, stop, step)), NULL, &res,
-                      &dl);
+    int r =
+        mp__rcall(rc, "__getitem__", mp__pv_tuple(1, slice_(start, stop, step)), NULL, &res, &dl);
     if (r == 0)
         r = items_of(rc, res, out, n, &dl);
     mp__pv_free(res);
@@ -148,8 +146,8 @@ rlist_set_slice(mp__cont *c, ptrdiff_t start, ptrdiff_t stop, const mp_item *ite
     int r = mp__rvalues(rc->rm, items, n, &l);
     if (r != 0)
         return r;
-    return mp__rcall(rc, "__setitem__",
-                     mp__pv_tuple(2, slice_(start, stop, MP_SLICE_DEFAULT), l), NULL, NULL, &dl);
+    return mp__rcall(rc, "__setitem__", mp__pv_tuple(2, slice_(start, stop, MP_SLICE_DEFAULT), l),
+                     NULL, NULL, &dl);
 }
 
 static int
@@ -239,7 +237,7 @@ rlist_clear(mp__cont *c)
     return rlist_del_slice(c, MP_SLICE_DEFAULT, MP_SLICE_DEFAULT, MP_SLICE_DEFAULT);
 }
 
-/* ---- dict and Namespace ------------------------------------------------------------------------ */
+/* ---- dict and Namespace ---------------------------------------------------------------------- */
 
 /* A copy of the dict's contents (a Namespace's: its attributes) as a dict tree, borrowed from
  * *holder, which the caller frees. */

@@ -14,8 +14,8 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,8 +105,8 @@ control(const char *addr, const char *method)
     mp_client_opts o = {.authkey = KEY, .authkey_len = strlen(KEY)};
     mp_conn *c;
     assert_int_equal(mp_client_connect(&c, addr, &o, 20000), 0);
-    mp__pv *req = mp__pv_tuple(4, mp__pv_none(), mp__pv_cstr(method), mp__pv_tuple(0),
-                               mp__pv_dict());
+    mp__pv *req =
+        mp__pv_tuple(4, mp__pv_none(), mp__pv_cstr(method), mp__pv_tuple(0), mp__pv_dict());
     uint8_t *buf;
     size_t len;
     assert_int_equal(mp__pickle_dumps(req, 4, &buf, &len), 0);
@@ -147,7 +147,7 @@ assert_repr(ssize_t (*fn)(void *, char **), void *x, const char *want)
     assert_string_equal(s, want);
     mp_free(s);
 }
-#define REPR(fn, x, want) assert_repr((ssize_t (*)(void *, char **))(fn), (x), (want))
+#define REPR(fn, x, want) assert_repr((ssize_t(*)(void *, char **))(fn), (x), (want))
 
 static int
 find_pythons(char py[TH_PY_MAX][PATH_MAX])
@@ -158,7 +158,8 @@ find_pythons(char py[TH_PY_MAX][PATH_MAX])
     return n;
 }
 
-/* ---- every operation, on every python and both transports -------------------------------------- */
+/* ---- every operation, on every python and both transports --------------------------------------
+ */
 
 static void
 list_ops(mp_manager *m)
@@ -418,7 +419,8 @@ test_every_operation_on_every_python_and_transport(void **state)
         }
 }
 
-/* ---- errors, reference counts, the other manager calls ----------------------------------------- */
+/* ---- errors, reference counts, the other manager calls -----------------------------------------
+ */
 
 static void
 test_exceptions_map_to_codes_and_unknown_ones_keep_the_message(void **state)
@@ -530,7 +532,8 @@ test_reference_counts_follow_the_handles(void **state)
     srv_stop(&s);
 }
 
-/* ---- fork and threads -------------------------------------------------------------------------- */
+/* ---- fork and threads --------------------------------------------------------------------------
+ */
 
 typedef struct fork_arg {
     mp_list *l;
@@ -641,7 +644,8 @@ test_threads_share_handles(void **state)
     srv_stop(&s);
 }
 
-/* ---- a server that goes away or stops ---------------------------------------------------------- */
+/* ---- a server that goes away or stops ----------------------------------------------------------
+ */
 
 typedef struct caller {
     mp_list *l;
