@@ -199,7 +199,7 @@ static mp__pv *
 request(const char *ident, const char *method, mp__pv *args, mp__pv *kwds)
 {
     return mp__pv_tuple(4, ident != NULL ? mp__pv_cstr(ident) : mp__pv_none(), mp__pv_cstr(method),
-                        args != NULL ? args : mp__pv_tuple(0), kwds != NULL ? kwds : mp__pv_dict());
+                        args, kwds != NULL ? kwds : mp__pv_dict());
 }
 
 /* One request on connection c, its result in *res. Consumes args and kwds. */
@@ -229,6 +229,8 @@ connect_(mp__rman *rm, mp_conn **c, const mp__deadline *dl)
 int
 mp__rcontrol(mp__rman *rm, const char *method, mp__pv *args, mp__pv **res, const mp__deadline *dl)
 {
+    if (args == NULL)
+        return -ENOMEM;
     mp_conn *c;
     int r = connect_(rm, &c, dl);
     if (r != 0) {
@@ -380,8 +382,8 @@ mp__rcall(mp__rcont *rc, const char *method, mp__pv *args, mp__pv *kwds, mp__pv 
 {
     mp__rman *rm = rc->rm;
     pid_t me = getpid(), was = atomic_load(&rc->pid);
-    int r = 0;
-    if (was != me) {
+    int r = args != NULL ? 0 : -ENOMEM;
+    if (r == 0 && was != me) {
         /* The first call in a forked child: take this process's own reference. Of two threads
          * racing here, the one that loses gives its extra reference back. */
         r = mp__rcontrol(rm, "incref", mp__rident_args(rc->ident), NULL, dl);
@@ -456,7 +458,7 @@ mp__rman_connect(mp__rman **out, const char *address, const mp_manager_connect_o
     int r = mp_client_connect(&c, rm->address, &rm->copts, ms_left(&dl));
     if (r == 0) {
         bool broken = false;
-        r = roundtrip(c, NULL, "dummy", NULL, NULL, NULL, &broken, &dl);
+        r = roundtrip(c, NULL, "dummy", mp__pv_tuple(0), NULL, NULL, &broken, &dl);
         mp_conn_close(c);
     }
     if (r != 0) {

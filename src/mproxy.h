@@ -47,9 +47,10 @@ mp__rc(mp__cont *c)
 /* mp__rdeadline - the deadline of one operation on rm (its timeout from now). */
 void mp__rdeadline(const mp__rman *rm, mp__deadline *dl);
 
-/* mp__rcall - call `method` of rc's referent with args (a tuple; NULL: none) and kwds (a dict;
- * NULL: none), both consumed. 0 with the result in *res (may be NULL if not wanted), or an
- * error: a mapped Python exception, MP_EREMOTE, -ETIMEDOUT, -EPIPE, -ENOMEM, -EPROTO. */
+/* mp__rcall - call `method` of rc's referent with args (a tuple; NULL: -ENOMEM, for a failed build)
+ * and kwds (a dict; NULL: none), both consumed. 0 with the result in *res (may be NULL if not
+ * wanted), or an error: a mapped Python exception, MP_EREMOTE, -ETIMEDOUT, -EPIPE, -ENOMEM,
+ * -EPROTO. */
 int mp__rcall(mp__rcont *rc, const char *method, mp__pv *args, mp__pv *kwds, mp__pv **res,
               const mp__deadline *dl);
 
@@ -66,12 +67,14 @@ int mp__rvalues(mp__rman *rm, const mp_item *items, size_t n, mp__pv **out);
 int mp__ritem(mp__rman *rm, const mp__pv *v, mp_item *out, const mp__deadline *dl);
 
 /* mp__rcreate - create('typeid', *args): a new handle on the result, which must expose kind's
- * methods (else MP_ETYPE). Consumes args (the arguments after the typeid; NULL: none). */
+ * methods (else MP_ETYPE). Consumes args (the arguments after the typeid, a tuple; NULL: -ENOMEM).
+ */
 int mp__rcreate(mp__rman *rm, const char *typeid, uint32_t kind, mp__pv *args, mp__cont **out,
                 const mp__deadline *dl);
 
 /* mp__rcontrol - a control request (create, incref, decref) on a connection of its own, as
- * CPython's dispatch on a new Client. Consumes args (a tuple; NULL: none); *res as mp__rcall's. */
+ * CPython's dispatch on a new Client. Consumes args (a tuple; NULL: -ENOMEM); *res as mp__rcall's.
+ */
 int mp__rcontrol(mp__rman *rm, const char *method, mp__pv *args, mp__pv **res,
                  const mp__deadline *dl);
 /* mp__rident_args - the tuple (ident,) of an incref or decref; NULL when out of memory. */

@@ -82,7 +82,7 @@ static ssize_t
 rlist_len(mp__cont *c)
 {
     BEGIN(c);
-    return call_int(rc, "__len__", NULL, &dl);
+    return call_int(rc, "__len__", mp__pv_tuple(0), &dl);
 }
 
 static int
@@ -216,7 +216,7 @@ static int
 rlist_reverse(mp__cont *c)
 {
     BEGIN(c);
-    return mp__rcall(rc, "reverse", NULL, NULL, NULL, &dl);
+    return mp__rcall(rc, "reverse", mp__pv_tuple(0), NULL, NULL, &dl);
 }
 
 static int
@@ -228,7 +228,7 @@ rlist_sort(mp__cont *c, bool reverse)
         mp__pv_free(kw);
         return -ENOMEM;
     }
-    return mp__rcall(rc, "sort", NULL, kw, NULL, &dl);
+    return mp__rcall(rc, "sort", mp__pv_tuple(0), kw, NULL, &dl);
 }
 
 static int
@@ -244,7 +244,7 @@ rlist_clear(mp__cont *c)
 static int
 getvalue(mp__rcont *rc, mp__pv **holder, const mp__pv **d, const mp__deadline *dl)
 {
-    int r = mp__rcall(rc, "#GETVALUE", NULL, NULL, holder, dl);
+    int r = mp__rcall(rc, "#GETVALUE", mp__pv_tuple(0), NULL, holder, dl);
     if (r != 0)
         return r;
     const mp__pv *v = *holder;
@@ -313,7 +313,7 @@ rdict_len(mp__cont *c)
 {
     BEGIN(c);
     if (c->kind == MP__KIND_DICT)
-        return call_int(rc, "__len__", NULL, &dl);
+        return call_int(rc, "__len__", mp__pv_tuple(0), &dl);
     size_t n;
     int r = rdict_snapshot(c, NULL, NULL, &n);
     return r != 0 ? r : (ssize_t)n;
@@ -372,7 +372,7 @@ rdict_popitem(mp__cont *c, mp_item *key, mp_item *value)
 {
     BEGIN(c);
     mp__pv *res = NULL;
-    int r = mp__rcall(rc, "popitem", NULL, NULL, &res, &dl);
+    int r = mp__rcall(rc, "popitem", mp__pv_tuple(0), NULL, &res, &dl);
     if (r != 0)
         return r;
     mp_item k = mp_item_none();
@@ -428,7 +428,7 @@ static int
 rdict_clear(mp__cont *c)
 {
     BEGIN(c);
-    return mp__rcall(rc, "clear", NULL, NULL, NULL, &dl);
+    return mp__rcall(rc, "clear", mp__pv_tuple(0), NULL, NULL, &dl);
 }
 
 const mp__backend mp__remote_backend = {

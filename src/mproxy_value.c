@@ -51,11 +51,14 @@ mp__rvalue(mp__rman *rm, const mp_item *it, bool key, mp__pv **out)
             return -EINVAL;
         /* A proxy pickles as RebuildProxy(cls, token, 'pickle', {}); its Token as
          * copyreg.__newobj__ (NEWOBJ) and its state (typeid, address, id) (BUILD). */
-        mp__pv *token =
-            mp__pv_object(mp__pv_global("multiprocessing.managers", "Token"), mp__pv_tuple(0),
-                          mp__pv_tuple(3, mp__pv_cstr(typeids[kind]), mp__pv_copy(rm->token_addr),
-                                       mp__pv_cstr(mp__rc(c)->ident)),
-                          true);
+        mp__pv *state = mp__pv_tuple(3, mp__pv_cstr(typeids[kind]), mp__pv_copy(rm->token_addr),
+                                     mp__pv_cstr(mp__rc(c)->ident));
+        /* A NULL state would mean "none" to mp__pv_object: out of memory must not send a
+         * Token without one. */
+        mp__pv *token = state == NULL
+                            ? NULL
+                            : mp__pv_object(mp__pv_global("multiprocessing.managers", "Token"),
+                                            mp__pv_tuple(0), state, true);
         v = mp__pv_object(mp__pv_global("multiprocessing.managers", "RebuildProxy"),
                           mp__pv_tuple(4, mp__pv_global("multiprocessing.managers", proxies[kind]),
                                        token, mp__pv_cstr("pickle"), mp__pv_dict()),
@@ -186,8 +189,8 @@ int
 mp__rcreate(mp__rman *rm, const char *typeid, uint32_t kind, mp__pv *args, mp__cont **out,
             const mp__deadline *dl)
 {
-    mp__pv *a = mp__pv_tuple(1, mp__pv_cstr(typeid)), *res = NULL;
-    for (size_t i = 0; a != NULL && args != NULL && i < mp__pv_len(args); i++) {
+    mp__pv *a = args != NULL ? mp__pv_tuple(1, mp__pv_cstr(typeid)) : NULL, *res = NULL;
+    for (size_t i = 0; a != NULL && i < mp__pv_len(args); i++) {
         /* The append consumes the item, whether it succeeds or not. */
         mp__pv *item = args->u.seq.items[i];
         args->u.seq.items[i] = NULL;
@@ -224,14 +227,15 @@ mp__remote_create(mp__rman *rm, const char *typeid, uint32_t kind, const mp_item
 {
     mp__deadline dl;
     mp__rdeadline(rm, &dl);
-    mp__pv *args = NULL;
-    int r = 0;
+    mp__pv *args;
     if (typeid == NULL && kind == MP__KIND_LIST) {
         mp__pv *l;
-        if ((r = mp__rvalues(rm, items, n, &l)) != 0)
+        int r = mp__rvalues(rm, items, n, &l);
+        if (r != 0)
             return r;
-        if ((args = mp__pv_tuple(1, l)) == NULL)
-            return -ENOMEM;
+        args = mp__pv_tuple(1, l);
+    } else {
+        args = mp__pv_tuple(0);
     }
     return mp__rcreate(rm, typeid != NULL ? typeid : typeids[kind], kind, args, out, &dl);
 }

@@ -532,6 +532,69 @@ test_reference_counts_follow_the_handles(void **state)
     srv_stop(&s);
 }
 
+/* Operations that allocate at many steps (requests, replies, handles for nested containers):
+ * with the n-th allocation failing, each gives -ENOMEM or succeeds, and leaks nothing (the
+ * ASan build checks). */
+static int
+alloc_round(mp_manager *m, mp_dict *d)
+{
+    mp_item seq[2] = {mp_item_str("x"), mp_item_bytes("y", 1)}, it, *keys, *vals;
+    mp_list *l = NULL;
+    mp_dict *copy = NULL;
+    size_t n;
+    int r = mp_list_open(&l, m, seq, 2);
+    if (r == 0) {
+        mp_item k = mp_item_str("l"), v = mp_item_list(l);
+        r = mp_dict_set(d, &k, &v);
+    }
+    mp_list_close(l);
+    if (r == 0 && (r = mp_dict_items(d, &keys, &vals, &n)) == 0) {
+        mp_items_free(keys, n);
+        mp_items_free(vals, n);
+    }
+    mp_item k = mp_item_str("l");
+    if (r == 0 && (r = mp_dict_get(d, &k, NULL, &it)) == 0) {
+        char *s;
+        ssize_t len = mp_item_repr(&it, &s);
+        r = len < 0 ? (int)len : 0;
+        if (len >= 0)
+            mp_free(s);
+        mp_item_clear(&it);
+    }
+    if (r == 0 && (r = mp_dict_copy(d, &copy)) == 0)
+        mp_dict_close(copy);
+    return r;
+}
+
+static void
+test_allocation_failures_give_enomem_and_leak_nothing(void **state)
+{
+    (void)state;
+    char py[TH_PY_MAX][PATH_MAX];
+    if (find_pythons(py) == 0)
+        skip();
+    server s;
+    srv_start(&s, py[0], true);
+    mp_manager *m = connect_(s.addr);
+    mp_dict *d;
+    assert_int_equal(mp_dict_open(&d, m), 0);
+    int ok = 0;
+    for (long n = 0; n < 400 && ok < 3; n++) {
+        mp__alloc_fail_after(n);
+        int r = alloc_round(m, d);
+        mp__alloc_fail_after(-1);
+        if (r != 0 && r != -ENOMEM)
+            print_error("allocation %ld: %s (%s)\n", n, mp_strerror(r), mp_manager_last_error());
+        assert_true(r == 0 || r == -ENOMEM);
+        ok += r == 0;
+    }
+    assert_true(ok > 0);
+    assert_int_equal(alloc_round(m, d), 0);
+    mp_dict_close(d);
+    mp_manager_close(m);
+    srv_stop(&s);
+}
+
 /* ---- fork and threads --------------------------------------------------------------------------
  */
 
@@ -782,6 +845,7 @@ main(void)
         cmocka_unit_test(test_exceptions_map_to_codes_and_unknown_ones_keep_the_message),
         cmocka_unit_test(test_connect_needs_the_right_key_and_a_server),
         cmocka_unit_test(test_reference_counts_follow_the_handles),
+        cmocka_unit_test(test_allocation_failures_give_enomem_and_leak_nothing),
         cmocka_unit_test(test_fork_child_uses_inherited_handles_on_its_own_connection),
         cmocka_unit_test(test_threads_share_handles),
         cmocka_unit_test(test_killed_server_gives_epipe_within_the_timeout),
