@@ -1407,8 +1407,9 @@ MP_API int mp_manager_register(mp_manager *m, const char *typeid, const mp_item 
  *    bound ("127.0.0.1:port", not "localhost:port") so that the server knows them as its own.
  *  - Reference counting is CPython's: each container handle holds one reference on the
  *    server's object (taken by create, or by incref for a handle received as a value), and
- *    mp_*_close drops it (decref) with one more round trip; the server frees the object when
- *    no proxy holds it any more. Closing never fails; a server that has gone is ignored.
+ *    mp_*_close drops it (decref) with one more round trip, which may block up to the
+ *    timeout; the server frees the object when no proxy holds it any more. Closing never
+ *    fails: a server that has gone is ignored, as by CPython's proxies.
  *  - Crossing fork(): a child inherits the manager and container handles. Its first call on
  *    the manager opens its own connections (it never uses the parent's sockets), and its first
  *    call on an inherited container handle takes the child's own reference (incref, as
