@@ -458,6 +458,27 @@ test_exceptions_map_to_codes_and_unknown_ones_keep_the_message(void **state)
     assert_int_equal(mp_manager_shutdown(m), -EPERM);
     assert_int_equal(mp_manager_pid(m), -ENOTSUP);
     assert_string_equal(mp_manager_name(m), "");
+    /* A container of another manager, connected or shared-heap, is no value here (nor the
+     * other way round): -EINVAL, nothing changes. */
+    mp_manager *m2 = connect_(s.addr), *heap;
+    mp_list *mine, *theirs, *local;
+    assert_int_equal(mp_manager_open(&heap, NULL), 0);
+    assert_int_equal(mp_list_open(&mine, m, NULL, 0), 0);
+    assert_int_equal(mp_list_open(&theirs, m2, NULL, 0), 0);
+    assert_int_equal(mp_list_open(&local, heap, NULL, 0), 0);
+    it = mp_item_list(theirs);
+    assert_int_equal(mp_list_append(mine, &it), -EINVAL);
+    it = mp_item_list(local);
+    assert_int_equal(mp_list_append(mine, &it), -EINVAL);
+    it = mp_item_list(mine);
+    assert_int_equal(mp_list_append(local, &it), -EINVAL);
+    assert_int_equal(mp_list_len(mine), 0);
+    assert_int_equal(mp_list_len(local), 0);
+    mp_list_close(local);
+    mp_list_close(theirs);
+    mp_list_close(mine);
+    mp_manager_close(heap);
+    mp_manager_close(m2);
     assert_int_equal(number_of_objects(s.addr), 0);
     mp_manager_close(m);
     srv_stop(&s);
