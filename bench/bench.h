@@ -101,5 +101,6 @@ void bench_suite_listener(const bench_config *cfg);
 void bench_suite_objects(const bench_config *cfg);
 void bench_suite_manager(const bench_config *cfg);
 void bench_suite_remote_manager(const bench_config *cfg);
+void bench_suite_manager_proxy(const bench_config *cfg);
 
 #endif

@@ -25,6 +25,7 @@ static const struct {
     {"objects", bench_suite_objects},
     {"manager", bench_suite_manager},
     {"remote_manager", bench_suite_remote_manager},
+    {"manager_proxy", bench_suite_manager_proxy},
 };
 
 int

@@ -1054,6 +1054,9 @@ MP_API void mp_shlist_close(mp_shlist *l);
  * round trip (Python's manager answers every call over a socket). mp_manager_open() also forks
  * a small manager process, as Python's server process, that keeps the store's lifetime: when the
  * owner shuts the manager down, or dies, it removes the heap's name from /dev/shm and exits.
+ * (The other direction, a manager handle whose containers live in a Python manager's server,
+ * is mp_manager_connect(): see "driving a Python manager from C" below. What this comment says
+ * about the heap does not apply to it.)
  *
  * Items are copied in and out, as Python's proxies return copies: changing a string returned by
  * mp_list_get() changes nothing in the list (Python's `d['k'].append(2)` pitfall). To share a
@@ -1376,6 +1379,71 @@ MP_API const char *mp_manager_address(const mp_manager *m);
  * Returns 0; -EINVAL (not served, a NULL or empty typeid, obj not a container of m), -EBADF,
  * -ENOMEM, -ENOSPC. */
 MP_API int mp_manager_register(mp_manager *m, const char *typeid, const mp_item *obj);
+
+/* ---- driving a Python manager from C ------------------------------------------------------------
+ * mp_manager_connect() makes a manager handle that is a client of a Python manager's server
+ * (a SyncManager started with start() or get_server().serve_forever(), or any BaseManager that
+ * registers 'list', 'dict' and 'Namespace'): Python's BaseManager(address, authkey).connect().
+ * On such a handle mp_list_open, mp_dict_open and mp_namespace_open create the container on the
+ * server (its typeids 'list', 'dict', 'Namespace'), mp_manager_list/dict/namespace(&x, m, name)
+ * call the server's typeid `name` (Python's register('get_x', callable=lambda: x,
+ * proxytype=ListProxy), which is how C and Python share one object; the proxytype matters,
+ * since it decides which methods the server exposes), and every container call of the sections
+ * below works on the handles with the same value types and results. Differences:
+ *  - Each call is a round trip to the server (Python's proxies), bounded by the timeout of the
+ *    options: -ETIMEDOUT when the server does not answer in time (a stopped server), -EPIPE
+ *    when it has gone (the connection closed or was reset, or a new one is refused). A call
+ *    that fails so may or may not have been carried out.
+ *  - Python exceptions map to the codes of the sections below: KeyError and AttributeError
+ *    -ENOENT, IndexError and OverflowError -ERANGE, TypeError MP_ETYPE, ValueError -ENOENT
+ *    from remove/index (else -EINVAL), MemoryError -ENOMEM; any other exception (and a
+ *    #TRACEBACK reply, Python's RemoteError) is MP_EREMOTE. mp_manager_last_error() keeps the
+ *    message. A value C cannot hold (a tuple, a plain list or dict, an int beyond int64, any
+ *    other object) is MP_ETYPE; mp_list_pop/mp_dict_pop/popitem have then already removed it.
+ *  - Python's list.sort() may leave the list partly sorted when it raises TypeError.
+ *  - Nested containers travel as proxies, both ways: a container handle of the same connected
+ *    manager may be stored as a value, and reading one back gives a new handle on it. Their
+ *    Tokens carry the address as given to mp_manager_connect; give the address the server
+ *    bound ("127.0.0.1:port", not "localhost:port") so that the server knows them as its own.
+ *  - Reference counting is CPython's: each container handle holds one reference on the
+ *    server's object (taken by create, or by incref for a handle received as a value), and
+ *    mp_*_close drops it (decref) with one more round trip, which may block up to the
+ *    timeout; the server frees the object when no proxy holds it any more. Closing never
+ *    fails: a server that has gone is ignored, as by CPython's proxies.
+ *  - Crossing fork(): a child inherits the manager and container handles. Its first call on
+ *    the manager opens its own connections (it never uses the parent's sockets), and its first
+ *    call on an inherited container handle takes the child's own reference (incref, as
+ *    CPython's proxies do after fork), which the child's close drops; a handle the child never
+ *    uses costs the server nothing, and the parent must keep its own handle open until the
+ *    child has used it (else the object may be freed first). Threads may share every handle:
+ *    each call takes an idle connection of its process or opens another one, so concurrent
+ *    calls run in parallel on separate connections (Python's per-thread connections).
+ *  - The other mp_manager_ calls: mp_manager_shutdown is -EPERM (Python's connect()ed manager
+ *    cannot shut the server down either), mp_manager_register, mp_manager_delete and the typed
+ *    objects (value, array, queue, lock, ...) are -ENOTSUP, mp_manager_name is "",
+ *    mp_manager_pid is -ENOTSUP and mp_manager_address is the address connected to.
+ *    mp_manager_close releases the handle; container handles keep the connections alive and
+ *    may be closed before or after it. */
+
+typedef struct mp_manager_connect_opts {
+    mp_client_opts client; /* the authkey (required: Python's server always authenticates) */
+    int timeout_ms;        /* bound on each call, connecting included; 0: 5000; MP_FOREVER ok */
+} mp_manager_connect_opts;
+
+/* mp_manager_connect - connect to the Python manager at `address` (as mp_client_connect takes
+ * it: "127.0.0.1:50000", "[::1]:50000" or an AF_UNIX path) and check that it answers
+ * (Python's connect(), which sends 'dummy'). Blocks up to the timeout of opts.
+ * Returns 0; -EINVAL (NULL arguments, no authkey, a bad timeout), and mp_client_connect's
+ * errors: -EACCES (wrong authkey), -ECONNREFUSED/-ENOENT (no server), -ETIMEDOUT, -EPROTO,
+ * -ENOMEM...; MP_EREMOTE when the server answers 'dummy' with an error. */
+MP_API int mp_manager_connect(mp_manager **out, const char *address,
+                              const mp_manager_connect_opts *opts);
+
+/* mp_manager_last_error - the message of the last Python exception a call of this thread got
+ * from a connected manager ("KeyError: 'k'", or a RemoteError's traceback text), truncated
+ * to 1023 bytes; "" if none. The string belongs to the thread; the next failing call
+ * overwrites it. */
+MP_API const char *mp_manager_last_error(void);
 
 /* ---- list (Python's manager.list()) ------------------------------------------------------ */
 

@@ -229,7 +229,8 @@ mp_manager_shutdown(mp_manager *m)
 {
     if (m == NULL)
         return -EINVAL;
-    if (getpid() != m->owner)
+    /* A connected manager cannot shut the Python server down, as Python's connect()ed one. */
+    if (getpid() != m->owner || m->rm != NULL)
         return -EPERM;
     if (atomic_exchange(&m->shut, true))
         return 0;
@@ -254,6 +255,11 @@ mp_manager_close(mp_manager *m)
 {
     if (m == NULL)
         return;
+    if (m->rm != NULL) {
+        mp__rman_unref(m->rm);
+        mp__free(m);
+        return;
+    }
     if (m->owner != 0 && getpid() == m->owner)
         mp_manager_shutdown(m);
     if (m->evfd >= 0)
@@ -301,7 +307,7 @@ mp_manager_attach(mp_manager **out, const char *name, int timeout_ms)
 const char *
 mp_manager_name(const mp_manager *m)
 {
-    if (m == NULL)
+    if (m == NULL || m->rm != NULL)
         return "";
     return m->h->shm != NULL ? mp_shm_name(m->h->shm) : m->name + 1;
 }
@@ -309,18 +315,22 @@ mp_manager_name(const mp_manager *m)
 pid_t
 mp_manager_pid(const mp_manager *m)
 {
-    return m != NULL ? m->mgr_pid : -EINVAL;
+    return m == NULL ? -EINVAL : m->rm != NULL ? -ENOTSUP : m->mgr_pid;
 }
 
 const char *
 mp_manager_address(const mp_manager *m)
 {
+    if (m != NULL && m->rm != NULL)
+        return mp__rman_address(m->rm);
     return m != NULL && m->l != NULL ? mp_listener_address(m->l) : NULL;
 }
 
 int
 mp_manager_register(mp_manager *m, const char *typeid, const mp_item *obj)
 {
+    if (m != NULL && m->rm != NULL)
+        return -ENOTSUP;
     if (m == NULL || typeid == NULL || typeid[0] == '\0' || obj == NULL || m->reg == NULL ||
         (obj->type != MP_ITEM_LIST && obj->type != MP_ITEM_DICT && obj->type != MP_ITEM_NAMESPACE))
         return -EINVAL;
@@ -364,6 +374,8 @@ open_cont(mp_manager *m, uint32_t kind, const mp_item *items, size_t n, mp__cont
         *out = NULL;
     if (m == NULL || out == NULL || (n > 0 && items == NULL))
         return -EINVAL;
+    if (m->rm != NULL)
+        return mp__remote_create(m->rm, NULL, kind, items, n, out);
     if (mp__heap_down(m->h))
         return -EBADF;
     uint64_t off = 0;

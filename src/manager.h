@@ -249,6 +249,8 @@ typedef struct mp__backend {
     int (*dict_update)(mp__cont *c, const mp_item *keys, const mp_item *values, size_t n);
     int (*dict_copy)(mp__cont *c, mp__cont **out);
     int (*clear)(mp__cont *c);
+    /* Release a handle (mp__cont_free); NULL for the shared heap's plain handles. */
+    void (*cont_free)(mp__cont *c);
 } mp__backend;
 
 /* list_find's `what` */
@@ -301,6 +303,10 @@ struct mp_manager {
      * typeids (mp_manager_register). NULL otherwise. */
     mp_listener *l;
     mp__cont *reg;
+
+    /* A connected manager (mp_manager_connect): the client of a Python manager's server; h is
+     * then NULL and be is mp__remote_backend. NULL otherwise. */
+    struct mp__rman *rm;
 };
 
 /* The name table, at the heap header's root. */
@@ -316,5 +322,21 @@ int mp__names_create(mp__heap *h, uint64_t *root);
  * Value/Array's own lock) of the table dead, so that their handles answer -EBADF. Only atomic
  * stores to the heap: async-signal-safe, so the manager process may call it. Idempotent. */
 void mp__names_shutdown(mp__heap *h);
+
+/* ---- the remote backend: a client of a Python manager (src/mproxy*.c) ------------------------ */
+
+typedef struct mp__rman mp__rman;
+extern const mp__backend mp__remote_backend;
+
+/* mp__rman_connect - the shared state of a connected manager, after a 'dummy' request. */
+int mp__rman_connect(mp__rman **out, const char *address, const mp_manager_connect_opts *opts);
+/* mp__rman_unref - drop a reference; the last one closes this process's connections. */
+void mp__rman_unref(mp__rman *rm);
+const char *mp__rman_address(const mp__rman *rm);
+/* mp__remote_create - a handle on a new container of `kind` (typeid NULL: the server's 'list',
+ * 'dict' or 'Namespace', made from items[0..n) for a list) or on what the server's typeid
+ * returns (it must expose kind's methods, else MP_ETYPE). */
+int mp__remote_create(mp__rman *rm, const char *typeid, uint32_t kind, const mp_item *items,
+                      size_t n, mp__cont **out);
 
 #endif

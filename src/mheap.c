@@ -449,6 +449,10 @@ mp__cont_free(mp__cont *c)
 {
     if (c == NULL)
         return;
+    if (c->be->cont_free != NULL) {
+        c->be->cont_free(c);
+        return;
+    }
     mp__heap_unref(c->h);
     mp__free(c);
 }

@@ -184,6 +184,8 @@ bind(mp_manager *m, const char *name, spec *sp, uint64_t *off)
 {
     if (m == NULL || name == NULL)
         return -EINVAL;
+    if (m->rm != NULL)
+        return -ENOTSUP; /* a connected manager has containers only */
     mp__heap *h = m->h;
     mp__cont table = table_of(h);
     mp_item key = mp_item_str(name), v;
@@ -255,6 +257,8 @@ mp_manager_delete(mp_manager *m, const char *name)
 {
     if (m == NULL || name == NULL || name[0] == '\0')
         return -EINVAL;
+    if (m->rm != NULL)
+        return -ENOTSUP;
     mp__cont table = table_of(m->h);
     mp_item key = mp_item_str(name);
     int r = lock_names(m->h);
@@ -273,6 +277,8 @@ bind_cont(mp_manager *m, const char *name, uint32_t kind, mp__cont **out)
     if (out == NULL)
         return -EINVAL;
     *out = NULL;
+    if (m != NULL && m->rm != NULL && name != NULL && name[0] != '\0')
+        return mp__remote_create(m->rm, name, kind, NULL, 0, out);
     spec sp = {.type = kind};
     uint64_t off;
     int r = bind(m, name, &sp, &off);

@@ -195,8 +195,8 @@ mp__server_proxy(server *s, const mp__cont *c)
 }
 
 /* The Token address of a listener address: (host, port) for TCP, the path for AF_UNIX. */
-static mp__pv *
-token_address(const char *a)
+mp__pv *
+mp__token_address(const char *a)
 {
     const char *colon = strrchr(a, ':');
     if (strchr(a, '/') != NULL || colon == NULL)
@@ -559,7 +559,7 @@ mp__server_new(mp__heap *h, uint64_t registry, const char *address)
 {
     server *s = mp__calloc(1, sizeof *s);
     mp__cont *reg = s != NULL ? mp__cont_new(h, registry, MP__KIND_DICT) : NULL;
-    mp__pv *addr = address != NULL ? token_address(address) : mp__pv_none();
+    mp__pv *addr = address != NULL ? mp__token_address(address) : mp__pv_none();
     if (reg == NULL || addr == NULL) {
         mp__cont_free(reg);
         mp__pv_free(addr);

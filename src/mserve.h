@@ -69,6 +69,10 @@ bool mp__serve_items(mp__server *srv, const mp__pv *seq, mp_item **out, size_t *
 mp__pv *mp__serve_init(mp__server *srv, mp__cont *c, const mp__pv *args, size_t from,
                        const mp__pv *kwds);
 
+/* mp__token_address - the address in a Token for a listener address: (host, port) for TCP,
+ * the path for AF_UNIX. NULL when out of memory. */
+mp__pv *mp__token_address(const char *address);
+
 /* The kind of a container created by typeid ("list", "dict", "Namespace"), or 0. */
 uint32_t mp__serve_kind(const char *typeid);
 
