@@ -20,6 +20,7 @@
  */
 #include "mproxy.h"
 
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,22 +244,42 @@ mp__rcontrol(mp__rman *rm, const char *method, mp__pv *args, mp__pv **res, const
     return r;
 }
 
-static int
-lock_pool(mp__rman *rm, const mp__deadline *dl)
+/* The pool's lock: the holder's pid, 0 when free. It is held for a few loads and stores, never
+ * across I/O, so a thread that finds it taken yields and tries again. A word rather than a
+ * pthread mutex because of fork(): a child inherits the lock as it was, and a mutex held by
+ * another thread of the parent at that moment would stay locked in the child for good. Here
+ * the child finds the parent's pid, which no thread of its own can be holding, and takes the
+ * lock over. */
+static void
+pool_lock(mp__rman *rm)
 {
-    if (mp__deadline_forever(dl))
-        return -pthread_mutex_lock(&rm->mu);
-    struct timespec ts = mp__deadline_ts(dl);
-    return -mp__mutex_clocklock(&rm->mu, &ts);
+    pid_t me = getpid();
+    for (;;) {
+        pid_t was = 0;
+        if (atomic_compare_exchange_weak_explicit(&rm->lock, &was, me, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
+        if (was != 0 && was != me &&
+            atomic_compare_exchange_strong_explicit(&rm->lock, &was, me, memory_order_acquire,
+                                                    memory_order_relaxed))
+            return;
+        sched_yield();
+    }
+}
+
+static void
+pool_unlock(mp__rman *rm)
+{
+    atomic_store_explicit(&rm->lock, 0, memory_order_release);
 }
 
 /* Take an idle serving connection of this process, or open one. */
 static int
 conn_get(mp__rman *rm, mp_conn **out, const mp__deadline *dl)
 {
-    int r = lock_pool(rm, dl);
-    if (r != 0)
-        return r;
+    pool_lock(rm);
+    mp__fault("proxy.pool.locked");
+    int r;
     pid_t me = getpid();
     if (rm->pid != me) {
         /* A forked child: the pool holds the parent's connections. Close this process's
@@ -272,10 +293,10 @@ conn_get(mp__rman *rm, mp_conn **out, const mp__deadline *dl)
         if (!rm->conns[i].busy) {
             rm->conns[i].busy = true;
             *out = rm->conns[i].conn;
-            pthread_mutex_unlock(&rm->mu);
+            pool_unlock(rm);
             return 0;
         }
-    pthread_mutex_unlock(&rm->mu);
+    pool_unlock(rm);
     mp_conn *c;
     if ((r = connect_(rm, &c, dl)) != 0)
         return r;
@@ -284,7 +305,8 @@ conn_get(mp__rman *rm, mp_conn **out, const mp__deadline *dl)
     bool broken = false;
     r = roundtrip(c, NULL, "accept_connection", mp__pv_tuple(1, mp__pv_cstr(name)), NULL, NULL,
                   &broken, dl);
-    if (r == 0 && (r = lock_pool(rm, dl)) == 0) {
+    if (r == 0) {
+        pool_lock(rm);
         if (rm->nconns == rm->cap) {
             size_t cap = rm->cap != 0 ? 2 * rm->cap : 4;
             mp__rconn *n = mp__realloc(rm->conns, cap * sizeof *n);
@@ -297,7 +319,7 @@ conn_get(mp__rman *rm, mp_conn **out, const mp__deadline *dl)
         }
         if (r == 0)
             rm->conns[rm->nconns++] = (mp__rconn){c, true};
-        pthread_mutex_unlock(&rm->mu);
+        pool_unlock(rm);
     }
     if (r != 0) {
         mp_conn_close(c);
@@ -311,7 +333,7 @@ conn_get(mp__rman *rm, mp_conn **out, const mp__deadline *dl)
 static void
 conn_put(mp__rman *rm, mp_conn *c, bool broken)
 {
-    pthread_mutex_lock(&rm->mu);
+    pool_lock(rm);
     for (size_t i = 0; i < rm->nconns; i++)
         if (rm->conns[i].conn == c) {
             if (broken) {
@@ -322,7 +344,7 @@ conn_put(mp__rman *rm, mp_conn *c, bool broken)
             }
             break;
         }
-    pthread_mutex_unlock(&rm->mu);
+    pool_unlock(rm);
 }
 
 /* ---- container handles --------------------------------------------------------------------- */
@@ -415,7 +437,6 @@ mp__rman_unref(mp__rman *rm)
     for (size_t i = 0; i < rm->nconns; i++)
         mp_conn_close(rm->conns[i].conn);
     mp__free(rm->conns);
-    pthread_mutex_destroy(&rm->mu);
     mp__free(rm->address);
     mp__free((void *)rm->copts.authkey);
     mp__pv_free(rm->token_addr);
@@ -439,7 +460,6 @@ mp__rman_connect(mp__rman **out, const char *address, const mp_manager_connect_o
     if (rm == NULL)
         return -ENOMEM;
     atomic_store(&rm->refs, 1);
-    pthread_mutex_init(&rm->mu, NULL);
     rm->pid = getpid();
     rm->timeout_ms = timeout;
     rm->copts = opts->client;

@@ -8,7 +8,8 @@
 
 #include "mcall.h"
 
-#include <pthread.h>
+#include <sys/types.h>
+
 
 /* A connection of the pool: serving (after accept_connection), used by one call at a time. */
 typedef struct mp__rconn {
@@ -20,7 +21,7 @@ typedef struct mp__rconn {
  * handle made from it (each holds a reference). */
 struct mp__rman {
     _Atomic long refs;
-    pthread_mutex_t mu; /* guards pid and the pool; held only to take or give back an entry */
+    _Atomic pid_t lock; /* guards pid and the pool: its holder's pid, 0 when free (mproxy.c) */
     pid_t pid;          /* the process the pooled connections belong to */
     mp__rconn *conns;
     size_t nconns, cap;

@@ -12,6 +12,7 @@
 #include "python_peer.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -690,6 +691,86 @@ test_fork_child_uses_inherited_handles_on_its_own_connection(void **state)
     srv_stop(&s);
 }
 
+/* A thread stopped inside the pool's lock (the fault point's action waits on a pipe) while
+ * the process forks: the child inherits the lock as it was at the fork. */
+typedef struct held {
+    mp_list *l;
+    int entered[2], go[2];
+    int r;
+} held;
+
+static void
+hold_in_pool_lock(const char *point, void *arg)
+{
+    (void)point;
+    held *h = arg;
+    char c = 1;
+    if (write(h->entered[1], &c, 1) != 1 || read(h->go[0], &c, 1) != 1)
+        abort();
+}
+
+static void *
+thread_calls_len(void *p)
+{
+    held *h = p;
+    h->r = (int)mp_list_len(h->l);
+    return NULL;
+}
+
+static int
+child_calls_despite_the_held_lock(void *p)
+{
+    mp_list *l = p;
+    mp_item it = mp_item_int(5);
+    CHILD_CHECK(mp_list_append(l, &it) == 0);
+    CHILD_CHECK(mp_list_len(l) == 2);
+    mp_list_close(l);
+    return 0;
+}
+
+static void
+test_fork_while_a_thread_holds_the_pool_lock(void **state)
+{
+    (void)state;
+    SKIP_UNDER_TSAN();
+    if (!mp__fault_enabled())
+        skip();
+    char py[TH_PY_MAX][PATH_MAX];
+    if (find_pythons(py) == 0)
+        skip();
+    server s;
+    srv_start(&s, py[0], false);
+    mp_manager *m = connect_timeout(s.addr, 3000);
+    mp_list *l;
+    mp_item one = mp_item_int(1);
+    assert_int_equal(mp_list_open(&l, m, &one, 1), 0);
+    held h = {.l = l};
+    assert_int_equal(pipe2(h.entered, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(h.go, O_CLOEXEC), 0);
+    assert_int_equal(mp__fault_arm("proxy.pool.locked", 1, hold_in_pool_lock, &h), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, thread_calls_len, &h), 0);
+    char c;
+    assert_int_equal(read(h.entered[0], &c, 1), 1);
+    /* The child's calls must neither wait for a lock no thread of its own holds, nor time out. */
+    int64_t t0 = th_now_ms();
+    pid_t pid = th_fork(child_calls_despite_the_held_lock, l);
+    assert_int_equal(write(h.go[1], &c, 1), 1);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    mp__fault_disarm();
+    assert_int_equal(h.r, 1);
+    assert_child_ok(pid);
+    assert_true(th_now_ms() - t0 < 2500);
+    assert_int_equal(mp_list_len(l), 2);
+    for (int i = 0; i < 2; i++) {
+        close(h.entered[i]);
+        close(h.go[i]);
+    }
+    mp_list_close(l);
+    mp_manager_close(m);
+    srv_stop(&s);
+}
+
 static void *
 thread_appends(void *p)
 {
@@ -868,6 +949,7 @@ main(void)
         cmocka_unit_test(test_reference_counts_follow_the_handles),
         cmocka_unit_test(test_allocation_failures_give_enomem_and_leak_nothing),
         cmocka_unit_test(test_fork_child_uses_inherited_handles_on_its_own_connection),
+        cmocka_unit_test(test_fork_while_a_thread_holds_the_pool_lock),
         cmocka_unit_test(test_threads_share_handles),
         cmocka_unit_test(test_killed_server_gives_epipe_within_the_timeout),
         cmocka_unit_test(test_stopped_server_gives_etimedout_within_the_timeout),
