@@ -152,7 +152,6 @@ mp_manager_open(mp_manager **out, const mp_manager_opts *opts)
     uint64_t root;
     if ((r = mp__names_create(m->h, &root)) != 0)
         goto fail;
-    mp__heap_publish(m->h, root);
     if (opts->address != NULL && (r = serve_open(m, opts)) != 0)
         goto fail;
     char path[MP_SHM_NAME_MAX + 2], file[MP_SHM_NAME_MAX + 16];
@@ -165,6 +164,7 @@ mp_manager_open(mp_manager **out, const mp_manager_opts *opts)
         r = -errno;
         goto fail;
     }
+    mp__fault("manager.open.forking");
     fflush(NULL); /* so that the manager process never flushes a copy of buffered output */
     pid_t pid = fork();
     if (pid < 0) {
@@ -178,6 +178,8 @@ mp_manager_open(mp_manager **out, const mp_manager_opts *opts)
     m->mgr_pid = pid;
     m->mgr_pidfd = pidfd_open_(pid);
     mp__heap_hdr_of(m->h)->manager_pid = pid;
+    /* Attachable only now, complete with its manager process: an attacher reads the pid. */
+    mp__heap_publish(m->h, root);
     mp__fault("manager.open.forked");
     *out = m;
     return 0;

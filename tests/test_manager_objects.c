@@ -11,10 +11,12 @@
 #include "manager_work.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #ifndef MANAGER_PEER
 #error "MANAGER_PEER must name the manager_peer program"
@@ -503,7 +505,7 @@ test_an_owner_killed_marks_the_objects_of_attached_processes_dead(void **state)
     /* The manager process, now our child (the test runner is a subreaper), notices the owner's
      * death, marks the objects dead, removes the name and exits: normally, not by a fault. */
     st = th_wait(mp_manager_pid(a), 20000);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(st, 0); /* exited with status 0; the raw status shows otherwise */
     assert_int_equal(mp_lock_acquire(l, MP_NOWAIT), -EBADF);
     assert_int_equal(mp_event_set(up), -EBADF);
     mp_lock *l2 = NULL;
@@ -513,6 +515,73 @@ test_an_owner_killed_marks_the_objects_of_attached_processes_dead(void **state)
     mp_lock_close(l);
     mp_event_close(up);
     mp_manager_close(a);
+}
+
+/* An owner stopped just before forking its manager process (the fault point's action waits
+ * on a pipe). Until the manager process exists the heap must not be attachable: an attacher
+ * would see no manager pid (it used to get 0, and waited on it). */
+typedef struct gate {
+    const char *name;
+    int entered[2], go[2];
+} gate;
+
+static void
+stop_before_fork(const char *point, void *arg)
+{
+    (void)point;
+    gate *g = arg;
+    char c = 1;
+    if (write(g->entered[1], &c, 1) != 1 || read(g->go[0], &c, 1) != 1)
+        _exit(90);
+}
+
+static int
+owner_stopped_before_fork(void *arg)
+{
+    gate *g = arg;
+    mp_manager *m;
+    mp_event *done;
+    CHILD_CHECK(mp__fault_arm("manager.open.forking", 1, stop_before_fork, g) == 0);
+    CHILD_CHECK(mp_manager_open(&m, &(mp_manager_opts){.name = g->name}) == 0);
+    mp__fault_disarm();
+    CHILD_CHECK(mp_manager_event(&done, m, "done") == 0);
+    CHILD_CHECK(mp_event_wait(done, 20000) == 0);
+    mp_event_close(done);
+    mp_manager_close(m);
+    return 0;
+}
+
+static void
+test_a_heap_is_attachable_only_once_its_manager_process_exists(void **state)
+{
+    (void)state;
+    if (!mp__fault_enabled())
+        skip();
+    char name[64];
+    snprintf(name, sizeof name, "mpipc-test-mobj-early-%d", (int)getpid());
+    gate g = {.name = name};
+    assert_int_equal(pipe2(g.entered, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(g.go, O_CLOEXEC), 0);
+    pid_t owner = th_fork(owner_stopped_before_fork, &g);
+    char c;
+    assert_int_equal(read(g.entered[0], &c, 1), 1);
+    mp_manager *a = NULL;
+    assert_int_equal(mp_manager_attach(&a, name, MP_NOWAIT), -ENOENT);
+    assert_null(a);
+    assert_int_equal(write(g.go[1], &c, 1), 1);
+    assert_int_equal(mp_manager_attach(&a, name, 20000), 0);
+    pid_t mgr = mp_manager_pid(a);
+    assert_true(mgr > 0 && mgr != owner && mgr != getpid());
+    mp_event *done;
+    assert_int_equal(mp_manager_event(&done, a, "done"), 0);
+    assert_int_equal(mp_event_set(done), 0);
+    assert_child_ok(owner);
+    mp_event_close(done);
+    mp_manager_close(a);
+    for (int i = 0; i < 2; i++) {
+        close(g.entered[i]);
+        close(g.go[i]);
+    }
 }
 
 static void
@@ -640,6 +709,7 @@ main(void)
         cmocka_unit_test(test_attach_waits_for_the_manager_and_cannot_shut_it_down),
         cmocka_unit_test(test_create_or_get_races_bind_one_object),
         cmocka_unit_test(test_an_owner_killed_marks_the_objects_of_attached_processes_dead),
+        cmocka_unit_test(test_a_heap_is_attachable_only_once_its_manager_process_exists),
         cmocka_unit_test(test_values_and_arrays_keep_their_type_and_initial_contents),
         cmocka_unit_test(test_a_process_killed_while_binding_leaves_the_name_free),
         cmocka_unit_test(test_a_condition_over_a_managed_lock),
