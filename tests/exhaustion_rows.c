@@ -124,6 +124,30 @@ SIMPLE(list_open, mp_list, mp_list_close,
 SIMPLE(dict_open, mp_dict, mp_dict_close, mp_dict_open(&x, mgr))
 SIMPLE(ns_open, mp_namespace, mp_namespace_close, mp_namespace_open(&x, mgr))
 
+/* A manager connected to the served `mgr` (the C client of CPython's protocol, against
+ * mpipc's own server), and containers created through it. */
+static mp_manager *pre_remote;
+#define CONNECT_OPTS                                                                               \
+    (&(mp_manager_connect_opts){.client = {.authkey = "k", .authkey_len = 1}})
+SIMPLE(manager_connect, mp_manager, mp_manager_close,
+       mp_manager_connect(&x, mp_manager_address(mgr), CONNECT_OPTS))
+SIMPLE(remote_list, mp_list, mp_list_close,
+       mp_list_open(&x, pre_remote, (mp_item[]){mp_item_str("an item")}, 1))
+SIMPLE(remote_dict, mp_dict, mp_dict_close, mp_dict_open(&x, pre_remote))
+SIMPLE(remote_ns, mp_namespace, mp_namespace_close, mp_namespace_open(&x, pre_remote))
+
+static int
+prep_remote(void)
+{
+    return mp_manager_connect(&pre_remote, mp_manager_address(mgr), CONNECT_OPTS);
+}
+static void
+unprep_remote(void)
+{
+    mp_manager_close(pre_remote);
+    pre_remote = NULL;
+}
+
 static int
 open_shm_named(void **o)
 {
@@ -397,6 +421,10 @@ const struct row rows[] = {
     {"mp_manager_open served", ROW(manager_served), .forks = true},
     {"mp_manager_open served unix", ROW(manager_served_unix), .forks = true},
     {"mp_manager_attach", ROW(manager_attach)},
+    {"mp_manager_connect", ROW(manager_connect)},
+    {"mp_list_open connected", ROW(remote_list), .prep = prep_remote, .unprep = unprep_remote},
+    {"mp_dict_open connected", ROW(remote_dict), .prep = prep_remote, .unprep = unprep_remote},
+    {"mp_namespace_open connected", ROW(remote_ns), .prep = prep_remote, .unprep = unprep_remote},
     {"mp_list_open", ROW(list_open)},
     {"mp_dict_open", ROW(dict_open)},
     {"mp_namespace_open", ROW(ns_open)},
