@@ -66,7 +66,9 @@ bool th_pattern_check(const uint8_t *buf, size_t size, int tag);
 /* th_pattern_send - send `size` pattern bytes with mp_conn_send_bytes; its result or -ENOMEM. */
 int th_pattern_send(mp_conn *c, size_t size, int tag, int timeout_ms);
 
-/* th_count_maps - the number of mappings of this process (lines of /proc/self/maps). */
+/* th_count_maps - the number of shared mappings of this process (lines of /proc/self/maps with
+ * the 's' flag), where every mpipc object lives. Private mappings are left out: malloc's own
+ * (and valgrind's, which does not reuse freed blocks at once) grow with the handles. */
 int th_count_maps(void);
 
 /* SKIP_UNDER_TSAN - skip a test in ThreadSanitizer builds. TSan follows one process: a lock
