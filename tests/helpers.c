@@ -31,6 +31,19 @@ th_fork(int (*fn)(void *), void *arg)
     return pid;
 }
 
+bool
+th_valgrind(void)
+{
+    const char *v = getenv("MPIPC_VALGRIND");
+    return v != NULL && strcmp(v, "1") == 0;
+}
+
+int
+th_scaled_ms(int ms)
+{
+    return th_valgrind() ? 10 * ms : ms;
+}
+
 int64_t
 th_now_ms(void)
 {

@@ -90,6 +90,15 @@ int th_count_maps(void);
             skip();                                                                               \
     } while (0)
 
+/* th_valgrind - true when the test runs under valgrind: the MPIPC_VALGRIND build sets
+ * MPIPC_VALGRIND=1 in the test's environment. Code runs 10-50 times slower there, so a test
+ * whose outcome depends on another process arriving within a short timeout stretches it with
+ * th_scaled_ms, and the long stress loops run fewer rounds. */
+bool th_valgrind(void);
+
+/* th_scaled_ms - ms, or ten times ms under valgrind. */
+int th_scaled_ms(int ms);
+
 /* th_now_ms - CLOCK_MONOTONIC milliseconds. */
 int64_t th_now_ms(void);
 

@@ -1081,13 +1081,14 @@ test_barrier_killed_while_running_the_action_breaks_at_the_timeout(void **state)
     pid_t k = th_fork(die_in_barrier_child, "sync.barrier.action");
     assert_true(k > 0);
     /* The child arrives last (we wait first), dies in the action holding the barrier's mutex;
-     * our wait ends at its deadline and the barrier is broken. */
+     * our wait ends at its deadline and the barrier is broken. The timeout must outlast the
+     * child's arrival, or the child finds a broken barrier and never runs the action. */
     int64_t t0 = th_now_ms();
-    int r = mp_barrier_wait(S->bar, 300);
+    int r = mp_barrier_wait(S->bar, th_scaled_ms(300));
     int64_t dt = th_now_ms() - t0;
     assert_killed(k);
     assert_true(r == MP_EBROKEN || r == -ETIMEDOUT);
-    assert_true(dt < 5000);
+    assert_true(dt < th_scaled_ms(5000));
     assert_int_equal(mp_barrier_broken(S->bar), 1);
     assert_int_equal(mp_barrier_reset(S->bar), 0);
     assert_int_equal(mp_barrier_n_waiting(S->bar), 0);

@@ -26,11 +26,15 @@
 #include <sys/wait.h>
 #include <time.h>
 
+/* Rounds per test (the list test runs a third): MPIPC_TORTURE_ROUNDS, or 100, or 25 under
+ * valgrind, where every operation is tens of times slower. */
 #define ROUNDS 100
+#define VALGRIND_ROUNDS 25
 #define WORKERS 3
 #define BOUND_MS 20000
 
 static uint64_t rng, seed;
+static int rounds;
 static struct {
     long kills, messages, lock_ops, atomic_ops, appends;
 } total;
@@ -161,7 +165,7 @@ test_torture_queue_producers_killed_at_random(void **state)
 {
     (void)state;
     static uint8_t buf[sizeof(struct qmsg_hdr) + Q_MAXMSG];
-    for (int round = 0; round < ROUNDS; round++) {
+    for (int round = 0; round < rounds; round++) {
         mp_queue *q;
         assert_int_equal(mp_queue_open(&q, &(mp_queue_opts){.capacity = Q_RING}), 0);
         struct progress *pr = th_shared(sizeof *pr);
@@ -283,7 +287,7 @@ atomic_worker(void *arg)
 static void
 counter_rounds(bool locked)
 {
-    for (int round = 0; round < ROUNDS; round++) {
+    for (int round = 0; round < rounds; round++) {
         struct progress *pr = th_shared(sizeof *pr);
         long *counter = th_shared(sizeof *counter);
         mp_lock *lock = NULL;
@@ -371,7 +375,7 @@ test_torture_list_appenders_killed_at_random(void **state)
     (void)state;
     mp_manager *m;
     assert_int_equal(mp_manager_open(&m, NULL), 0);
-    for (int round = 0; round < ROUNDS / 3; round++) {
+    for (int round = 0; round < (rounds >= 3 ? rounds / 3 : rounds); round++) {
         mp_list *l;
         assert_int_equal(mp_list_open(&l, m, NULL, 0), 0);
         struct progress *pr = th_shared(sizeof *pr);
@@ -411,10 +415,10 @@ static void
 test_torture_summary(void **state)
 {
     (void)state;
-    printf("torture: seed %llu, %ld kills, %ld messages, %ld locked increments, %ld atomic adds, "
-           "%ld list appends\n",
-           (unsigned long long)seed, total.kills, total.messages, total.lock_ops, total.atomic_ops,
-           total.appends);
+    printf("torture: seed %llu, %d rounds, %ld kills, %ld messages, %ld locked increments, "
+           "%ld atomic adds, %ld list appends\n",
+           (unsigned long long)seed, rounds, total.kills, total.messages, total.lock_ops,
+           total.atomic_ops, total.appends);
     assert_true(total.kills > 0);
 }
 
@@ -424,6 +428,8 @@ main(void)
     const char *s = getenv("MPIPC_TORTURE_SEED");
     seed = s != NULL ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
     rng = seed | 1;
+    const char *r = getenv("MPIPC_TORTURE_ROUNDS");
+    rounds = r != NULL ? atoi(r) : th_valgrind() ? VALGRIND_ROUNDS : ROUNDS;
     printf("torture: seed %llu (set MPIPC_TORTURE_SEED to repeat)\n", (unsigned long long)seed);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_torture_queue_producers_killed_at_random),
