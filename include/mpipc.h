@@ -632,7 +632,10 @@ MP_API int mp_client_connect(mp_conn **out, const char *address, const mp_client
  * waiting for the next chunk notice within about 50 ms, discard the partial message and go
  * on. A consumer killed (or timing out) in the middle of a streamed message loses that
  * message; the next consumer skips its remainder. A message lost this way counts as done for
- * mp_queue_join.
+ * mp_queue_join. A process killed between making the queue ready and waking its sleepers
+ * delays them by at most about a second: a blocked call looks again after 50 ms, then at
+ * doubling intervals up to 1 s. A signal handler that runs in the moment between two such
+ * looks does not end the wait with -EINTR (the handler runs; the wait goes on).
  * ============================================================================================ */
 
 typedef struct mp_queue mp_queue;

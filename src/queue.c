@@ -44,16 +44,28 @@ mp__queue_wait(mp_queue *q, struct waitq *w, _Atomic unsigned *est, mp__queue_re
          * descheduled peer from talking the waiter out of spinning for good. */
         atomic_store_explicit(est, (unsigned)(e - e / 16), memory_order_relaxed);
     }
+    /* Sleep a slice at a time, 50 ms growing to 1 s: a waker killed after its publish but
+     * before its futex wake (or after disarming `armed`, so that no later publish wakes us
+     * either) would otherwise leave us asleep beside a ready queue until our deadline, for
+     * ever with MP_FOREVER. Looking again (and re-arming) after each slice bounds what such a
+     * death costs. The slices grow so that a long wait costs about one wakeup a second, and
+     * so that their ends rarely meet a periodic timer: a signal whose handler runs between two
+     * slices, rather than during one, does not end the wait with -EINTR. */
+    int64_t slice_ns = LIVENESS_NS;
     for (;;) {
         uint32_t seq = atomic_load_explicit(&w->word, memory_order_acquire);
         atomic_fetch_add(&w->waiters, 1);
         atomic_exchange(&w->armed, 1);
         bool ok = ready(q, arg);
-        int r = ok ? 0 : mp__futex_wait(&w->word, seq, dl);
+        mp__deadline slice = {mp__now_ns() + slice_ns};
+        if (slice.abs_ns > dl->abs_ns)
+            slice = *dl;
+        slice_ns = slice_ns < WAKE_SLICE_MAX_NS / 2 ? 2 * slice_ns : WAKE_SLICE_MAX_NS;
+        int r = ok ? 0 : mp__futex_wait(&w->word, seq, &slice);
         atomic_fetch_sub(&w->waiters, 1);
         if (ok || ready(q, arg))
             return 0;
-        if (r < 0)
+        if (r == -EINTR)
             return r;
         if (mp__deadline_passed(dl))
             return -ETIMEDOUT;

@@ -29,6 +29,10 @@
  *    Producers always leave 8 free bytes while streaming, so the ABORT chunk fits without
  *    waiting. Consumers waiting for a chunk probe plock every LIVENESS_NS with trylock, so a
  *    producer that died mid-stream is noticed within that time.
+ *  - A waker killed after its publish but before its futex wake (perhaps having disarmed the
+ *    wait queue, so that later publishes wake nobody either) leaves sleepers beside a ready
+ *    queue: sleepers therefore sleep in slices of 50 ms growing to WAKE_SLICE_MAX_NS, re-arm
+ *    and look again, and notice within one slice.
  *  - A consumer records its place in a stream (two slots, flipped before each head store) so
  *    that the next consumer, finding the record active, can tell exactly how much of the
  *    message is left and skip it.
@@ -64,6 +68,7 @@
 #define DEFAULT_CAPACITY (UINT64_C(4) << 20)
 #define LEFT_UNSTARTED UINT64_MAX
 #define LIVENESS_NS (50 * 1000000LL)
+#define WAKE_SLICE_MAX_NS (1000 * 1000000LL) /* the longest sleep between two looks */
 #define NOWAIT_LOCK_NS (50 * 1000000LL)
 #define SPIN_MIN 400u /* about 10 us of pauses: a peer that is running answers within it */
 #define SPIN_MAX 2000u
@@ -216,6 +221,7 @@ wake(struct waitq *w)
 {
     if (atomic_load(&w->waiters) != 0 && atomic_load(&w->armed) != 0 &&
         atomic_exchange(&w->armed, 0) != 0) {
+        mp__fault("queue.wake.disarmed");
         atomic_fetch_add_explicit(&w->word, 1, memory_order_release);
         mp__futex_wake(&w->word, INT32_MAX);
     }

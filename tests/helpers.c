@@ -31,6 +31,19 @@ th_fork(int (*fn)(void *), void *arg)
     return pid;
 }
 
+bool
+th_valgrind(void)
+{
+    const char *v = getenv("MPIPC_VALGRIND");
+    return v != NULL && strcmp(v, "1") == 0;
+}
+
+int
+th_scaled_ms(int ms)
+{
+    return th_valgrind() ? 10 * ms : ms;
+}
+
 int64_t
 th_now_ms(void)
 {
@@ -42,7 +55,11 @@ th_now_ms(void)
 int
 th_wait(pid_t pid, int timeout_ms)
 {
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    /* Valgrind does not know pidfd_open and warns at every call: ask once. Forked children
+     * inherit the answer. */
+    static bool no_pidfd;
+    int fd = no_pidfd ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
+    no_pidfd = no_pidfd || (fd < 0 && errno == ENOSYS);
     if (fd >= 0) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int64_t end = th_now_ms() + timeout_ms;
@@ -113,11 +130,19 @@ int
 th_count_maps(void)
 {
     FILE *f = fopen("/proc/self/maps", "r");
-    int n = 0, ch;
-    while (f != NULL && (ch = fgetc(f)) != EOF)
-        n += ch == '\n';
-    if (f != NULL)
-        fclose(f);
+    if (f == NULL)
+        return 0;
+    /* "start-end perms ...": the fourth perms character is 's' for a shared mapping. */
+    char line[512];
+    int n = 0;
+    bool line_start = true;
+    while (fgets(line, sizeof line, f) != NULL) {
+        char *sp = strchr(line, ' ');
+        if (line_start && sp != NULL && strlen(sp) > 4 && sp[4] == 's')
+            n++;
+        line_start = strchr(line, '\n') != NULL;
+    }
+    fclose(f);
     return n;
 }
 
@@ -297,7 +322,9 @@ private_dev_shm(void)
 {
     if (getenv("MPIPC_TEST_HOST_SHM") != NULL || unshare(CLONE_NEWNS) != 0)
         return;
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+    /* A propagation change ignores the source and type; "none" rather than NULL keeps
+     * valgrind, which reads the type as a string, from reporting a bad syscall parameter. */
+    if (mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0 ||
         mount("mpipc-test", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0)
         fprintf(stderr, "[  NOTE    ] could not mount a private /dev/shm: %s\n", strerror(errno));
 }

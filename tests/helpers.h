@@ -66,7 +66,9 @@ bool th_pattern_check(const uint8_t *buf, size_t size, int tag);
 /* th_pattern_send - send `size` pattern bytes with mp_conn_send_bytes; its result or -ENOMEM. */
 int th_pattern_send(mp_conn *c, size_t size, int tag, int timeout_ms);
 
-/* th_count_maps - the number of mappings of this process (lines of /proc/self/maps). */
+/* th_count_maps - the number of shared mappings of this process (lines of /proc/self/maps with
+ * the 's' flag), where every mpipc object lives. Private mappings are left out: malloc's own
+ * (and valgrind's, which does not reuse freed blocks at once) grow with the handles. */
 int th_count_maps(void);
 
 /* SKIP_UNDER_TSAN - skip a test in ThreadSanitizer builds. TSan follows one process: a lock
@@ -87,6 +89,15 @@ int th_count_maps(void);
         if (TH_UNDER_TSAN)                                                                        \
             skip();                                                                               \
     } while (0)
+
+/* th_valgrind - true when the test runs under valgrind: the MPIPC_VALGRIND build sets
+ * MPIPC_VALGRIND=1 in the test's environment. Code runs 10-50 times slower there, so a test
+ * whose outcome depends on another process arriving within a short timeout stretches it with
+ * th_scaled_ms, and the long stress loops run fewer rounds. */
+bool th_valgrind(void);
+
+/* th_scaled_ms - ms, or ten times ms under valgrind. */
+int th_scaled_ms(int ms);
 
 /* th_now_ms - CLOCK_MONOTONIC milliseconds. */
 int64_t th_now_ms(void);

@@ -264,6 +264,112 @@ test_queue_get_timing_out_mid_stream_drops_that_message(void **state)
     mp_queue_close(q);
 }
 
+/* A waker SIGKILLed between disarming a wait queue and its futex wake ("queue.wake.disarmed")
+ * leaves the queue disarmed, so later publishes wake nobody: the sleeper must notice by
+ * itself, within a liveness slice, rather than sleep until its deadline (for ever here). */
+#define WK_LEN 24 /* a 32-byte frame: two fill the 64-byte ring */
+
+static bool
+sleeping_in_futex(pid_t pid)
+{
+    char path[64], buf[64];
+    snprintf(path, sizeof path, "/proc/%d/wchan", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, "futex") != NULL;
+}
+
+static void
+await_futex_sleep(pid_t pid)
+{
+    int64_t end = th_now_ms() + 10000;
+    while (!sleeping_in_futex(pid) && th_now_ms() < end)
+        sched_yield();
+    assert_true(sleeping_in_futex(pid));
+}
+
+static int
+child_put_forever(void *arg)
+{
+    unsigned char m[WK_LEN];
+    fill(m, sizeof m, 7, 0);
+    return mp_queue_put(arg, m, sizeof m, MP_FOREVER) == 0 ? 0 : 1;
+}
+
+static int
+child_get_forever(void *arg)
+{
+    unsigned char m[WK_LEN];
+    size_t len;
+    CHILD_CHECK(mp_queue_get(arg, m, sizeof m, &len, MP_FOREVER) == 0);
+    CHILD_CHECK(len == WK_LEN && check(m, len, 7, 0));
+    return 0;
+}
+
+static int
+child_killed_in_wake(void *arg)
+{
+    crash *c = arg;
+    unsigned char m[WK_LEN];
+    size_t len;
+    fill(m, sizeof m, 7, 0);
+    CHILD_CHECK(mp__fault_arm("queue.wake.disarmed", 1, NULL, NULL) == 0);
+    if (c->len != 0)
+        mp_queue_put(c->q, m, sizeof m, 20000);
+    else
+        mp_queue_get(c->q, m, sizeof m, &len, 20000);
+    return 1; /* not reached: the fault point kills the child */
+}
+
+static void
+test_queue_waker_killed_before_its_wake_delays_sleepers_only_briefly(void **state)
+{
+    (void)state;
+    if (!mp__fault_enabled())
+        skip();
+    /* A producer waits for room; the consumer that makes it dies in the wake. */
+    mp_queue *q = open_queue(0, 64, false);
+    unsigned char m[WK_LEN];
+    int n = 0;
+    for (; n < 8; n++) {
+        fill(m, sizeof m, 1, (uint32_t)n);
+        if (mp_queue_put(q, m, sizeof m, MP_NOWAIT) != 0)
+            break;
+    }
+    assert_int_equal(n, 2);
+    pid_t p = th_fork(child_put_forever, q);
+    await_futex_sleep(p);
+    crash c = {q, "queue.wake.disarmed", 1, 0, NULL};
+    assert_killed(th_fork(child_killed_in_wake, &c));
+    int64_t t0 = th_now_ms();
+    int st = th_wait(p, th_scaled_ms(5000));
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(th_now_ms() - t0 < th_scaled_ms(2000));
+    /* The dead consumer took the first message; the second and the sleeper's follow. */
+    size_t len;
+    assert_int_equal(mp_queue_get(q, m, sizeof m, &len, 0), 0);
+    assert_true(len == WK_LEN && check(m, len, 1, 1));
+    assert_int_equal(mp_queue_get(q, m, sizeof m, &len, 0), 0);
+    assert_true(len == WK_LEN && check(m, len, 7, 0));
+    assert_int_equal(mp_queue_empty(q), 1);
+
+    /* A consumer waits for a message; the producer that puts it dies in the wake. */
+    pid_t g = th_fork(child_get_forever, q);
+    await_futex_sleep(g);
+    c.len = WK_LEN;
+    assert_killed(th_fork(child_killed_in_wake, &c));
+    t0 = th_now_ms();
+    st = th_wait(g, th_scaled_ms(5000));
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(th_now_ms() - t0 < th_scaled_ms(2000));
+    assert_int_equal(mp_queue_empty(q), 1);
+    mp_queue_close(q);
+}
+
 static void
 test_queue_put_timing_out_mid_stream_is_discarded(void **state)
 {
@@ -325,6 +431,9 @@ child_rk_producer(void *arg)
         memcpy(buf + 4, &i, 4);
         fill(buf + 8, len - 8, c->id, i);
         int r = mp_queue_put(c->q, buf, len, 20000);
+        if (r != 0)
+            fprintf(stderr, "producer %u: put of %zu bytes (seq %u): %s\n", (unsigned)c->id, len,
+                    (unsigned)i, mp_strerror(r));
         CHILD_CHECK(r == 0);
         atomic_store(&c->sh->put_ok[c->id], i + 1);
     }
@@ -426,6 +535,7 @@ main(void)
         cmocka_unit_test(test_queue_consumer_killed_mid_stream_loses_only_that_message),
         cmocka_unit_test(test_queue_get_timing_out_mid_stream_drops_that_message),
         cmocka_unit_test(test_queue_put_timing_out_mid_stream_is_discarded),
+        cmocka_unit_test(test_queue_waker_killed_before_its_wake_delays_sleepers_only_briefly),
         cmocka_unit_test(test_queue_survives_seeded_random_kills),
     };
     return th_run_tests(tests);

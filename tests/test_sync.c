@@ -1047,6 +1047,16 @@ die_in_barrier_child(void *arg)
     return 3;
 }
 
+/* Arrive last: once the parent waits in the barrier, so that this child runs the action. */
+static int
+die_in_barrier_action_child(void *arg)
+{
+    int64_t end = th_now_ms() + 10000;
+    while (mp_barrier_n_waiting(S->bar) != 1 && th_now_ms() < end)
+        sched_yield();
+    return die_in_barrier_child(arg);
+}
+
 static void
 test_barrier_party_killed_while_waiting_still_counts(void **state)
 {
@@ -1078,16 +1088,18 @@ test_barrier_killed_while_running_the_action_breaks_at_the_timeout(void **state)
         skip();
     shared_new(1);
     assert_int_equal(mp_barrier_open(&S->bar, 2, &(mp_barrier_opts){.action = count_action}), 0);
-    pid_t k = th_fork(die_in_barrier_child, "sync.barrier.action");
+    pid_t k = th_fork(die_in_barrier_action_child, "sync.barrier.action");
     assert_true(k > 0);
-    /* The child arrives last (we wait first), dies in the action holding the barrier's mutex;
-     * our wait ends at its deadline and the barrier is broken. */
+    /* The child arrives last (it waits for us to be waiting), dies in the action holding the
+     * barrier's mutex; our wait ends at its deadline and the barrier is broken. The timeout
+     * must outlast the child's arrival, or the child finds a broken barrier and never runs
+     * the action: generous, since the machine may be loaded (ten times so under valgrind). */
     int64_t t0 = th_now_ms();
-    int r = mp_barrier_wait(S->bar, 300);
+    int r = mp_barrier_wait(S->bar, th_scaled_ms(1000));
     int64_t dt = th_now_ms() - t0;
     assert_killed(k);
     assert_true(r == MP_EBROKEN || r == -ETIMEDOUT);
-    assert_true(dt < 5000);
+    assert_true(dt < th_scaled_ms(5000));
     assert_int_equal(mp_barrier_broken(S->bar), 1);
     assert_int_equal(mp_barrier_reset(S->bar), 0);
     assert_int_equal(mp_barrier_n_waiting(S->bar), 0);
