@@ -1,7 +1,7 @@
 /*
  * test_torture.c - crash torture: workers are SIGKILLed at random moments, over and over, while
- * they use a queue (messages smaller and larger than its ring), a lock, an atomic value and a
- * manager list. After each round the survivors must have finished within a bound and the shared
+ * they use a queue (messages smaller and larger than its ring), a lock, an atomic value, a
+ * manager list and a manager dict (the sync primitives are in test_torture_sync.c). After each round the survivors must have finished within a bound and the shared
  * state must satisfy its invariants:
  *
  *  - queue: every message arrives whole (its checksum matches), at most once, in each
@@ -10,89 +10,31 @@
  *    per kill (a worker killed between its increment and its own record of it);
  *  - value: the same for lock-free atomic adds;
  *  - manager list: every item is well formed, no worker's item appears twice or out of order,
- *    and the length is the appends completed, give or take one per kill.
+ *    and the length is the appends completed, give or take one per kill;
+ *  - manager dict: every entry is well formed (its value names its key and its checksum
+ *    matches), no key is unknown or twice, len() matches the snapshot, and every key holds
+ *    exactly what its worker last stored, except the keys of the victim's operation in flight,
+ *    which may hold the state before or after it.
  *
- * The seed comes from MPIPC_TORTURE_SEED or the clock and is printed, so a failure reproduces;
- * a summary line gives the counts. Kill moments are random on purpose (that is the fault being
- * injected); no sleep is used to order anything the assertions depend on.
+ * The shared machinery (seed, kills, reaping) is in torture.{c,h}; a summary line gives the
+ * counts.
  */
 #define _GNU_SOURCE
-#include "helpers.h"
+#include "torture.h"
 #include "internal.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 
-#define ROUNDS 100
 #define WORKERS 3
-#define BOUND_MS 20000
+#define BOUND_MS TT_BOUND_MS
 
-static uint64_t rng, seed;
+static int rounds;
 static struct {
-    long kills, messages, lock_ops, atomic_ops, appends;
+    long kills, messages, lock_ops, atomic_ops, appends, dict_ops, dict_entries;
 } total;
-
-static uint64_t
-next_rand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-/* Per-worker progress in shared memory: how many operations it has completed (and recorded). */
-struct progress {
-    _Atomic long done[WORKERS];
-    _Atomic long attempted[WORKERS];
-};
-
-/* True once pid has ended; it stays unreaped (WNOWAIT) for th_wait. */
-static bool
-has_exited(pid_t pid)
-{
-    siginfo_t si = {0};
-    return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
-}
-
-/* Reap every worker within the bound. The victim may have been killed (then it counts) or have
- * finished first; every other worker must have ended by itself, successfully. Returns the
- * number of workers really killed (0 or 1), or -1 if a survivor failed or hung. */
-static int
-reap_all(pid_t *pids, int victim)
-{
-    int killed = 0;
-    for (int w = 0; w < WORKERS; w++) {
-        int st = th_wait(pids[w], BOUND_MS);
-        if (w == victim && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) {
-            killed = 1;
-            continue;
-        }
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-            fprintf(stderr, "torture: worker %d ended with status %#x\n", w, st);
-            return -1;
-        }
-    }
-    return killed;
-}
-
-/* Kill one random worker once it has attempted a random number of its `ops` operations (or
- * has ended), then reap them all. */
-static int
-kill_one_and_reap(pid_t *pids, struct progress *pr, long ops)
-{
-    int victim = (int)(next_rand() % WORKERS);
-    long at = (long)(next_rand() % (uint64_t)ops);
-    int64_t deadline = th_now_ms() + BOUND_MS;
-    while (atomic_load(&pr->attempted[victim]) < at && th_now_ms() < deadline &&
-           !has_exited(pids[victim]))
-        sched_yield();
-    kill(pids[victim], SIGKILL);
-    return reap_all(pids, victim);
-}
 
 /* ---- queue ------------------------------------------------------------------------------------ */
 
@@ -104,18 +46,9 @@ struct qmsg_hdr {
     uint32_t producer, seq, len, sum;
 };
 
-static uint32_t
-checksum(const uint8_t *p, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
-}
-
 struct qctx {
     mp_queue *q;
-    struct progress *pr;
+    struct tt_progress *pr;
     int id;
     uint64_t seed;
 };
@@ -132,7 +65,7 @@ q_producer(void *arg)
         struct qmsg_hdr h = {(uint32_t)c->id, seq, len, 0};
         for (uint32_t i = 0; i < len; i++)
             buf[sizeof h + i] = (uint8_t)(r >> (i % 56));
-        h.sum = checksum(buf + sizeof h, len);
+        h.sum = tt_checksum(buf + sizeof h, len);
         memcpy(buf, &h, sizeof h);
         atomic_fetch_add(&c->pr->attempted[c->id], 1);
         int pr_ = mp_queue_put(c->q, buf, sizeof h + len, BOUND_MS);
@@ -151,22 +84,22 @@ test_torture_queue_producers_killed_at_random(void **state)
 {
     (void)state;
     static uint8_t buf[sizeof(struct qmsg_hdr) + Q_MAXMSG];
-    for (int round = 0; round < ROUNDS; round++) {
+    for (int round = 0; round < rounds; round++) {
         mp_queue *q;
         assert_int_equal(mp_queue_open(&q, &(mp_queue_opts){.capacity = Q_RING}), 0);
-        struct progress *pr = th_shared(sizeof *pr);
+        struct tt_progress *pr = th_shared(sizeof *pr);
         struct qctx ctx[WORKERS];
         pid_t pids[WORKERS];
         for (int w = 0; w < WORKERS; w++) {
-            ctx[w] = (struct qctx){q, pr, w, next_rand()};
+            ctx[w] = (struct qctx){q, pr, w, tt_rand()};
             pids[w] = th_fork(q_producer, &ctx[w]);
             assert_true(pids[w] > 0);
         }
         /* Consume while the producers run, so the ring fills, empties and streams; kill one
          * producer after a random number of messages. */
         long next_seq[WORKERS] = {0};
-        long got = 0, kill_at = (long)(next_rand() % (WORKERS * Q_PER_PRODUCER));
-        int victim = (int)(next_rand() % WORKERS);
+        long got = 0, kill_at = (long)(tt_rand() % (WORKERS * Q_PER_PRODUCER));
+        int victim = (int)(tt_rand() % WORKERS);
         bool fired = false;
         int64_t deadline = th_now_ms() + BOUND_MS;
         for (;;) {
@@ -183,7 +116,7 @@ test_torture_queue_producers_killed_at_random(void **state)
             if (r == -ETIMEDOUT) {
                 bool all_ended = fired;
                 for (int w = 0; w < WORKERS && all_ended; w++)
-                    all_ended = has_exited(pids[w]);
+                    all_ended = tt_has_exited(pids[w]);
                 if (all_ended && mp_queue_qsize(q) == 0)
                     break;
                 continue;
@@ -194,13 +127,13 @@ test_torture_queue_producers_killed_at_random(void **state)
             memcpy(&h, buf, sizeof h);
             assert_true(h.producer < WORKERS);
             assert_int_equal(len, sizeof h + h.len);
-            assert_int_equal(checksum(buf + sizeof h, h.len), h.sum);
+            assert_int_equal(tt_checksum(buf + sizeof h, h.len), h.sum);
             /* Each producer's messages in order, none twice, none skipped. */
             assert_int_equal((long)h.seq, next_seq[h.producer]);
             next_seq[h.producer] = h.seq + 1;
             got++;
         }
-        int killed = reap_all(pids, victim);
+        int killed = tt_reap_all(pids, WORKERS, victim);
         assert_true(killed >= 0);
         total.kills += killed;
         /* Every message a producer completed arrived. A killed producer's message in flight may
@@ -224,7 +157,7 @@ struct cctx {
     mp_lock *lock;
     long *counter;
     mp_value *value;
-    struct progress *pr;
+    struct tt_progress *pr;
     int id;
 };
 
@@ -263,8 +196,8 @@ atomic_worker(void *arg)
 static void
 counter_rounds(bool locked)
 {
-    for (int round = 0; round < ROUNDS; round++) {
-        struct progress *pr = th_shared(sizeof *pr);
+    for (int round = 0; round < rounds; round++) {
+        struct tt_progress *pr = th_shared(sizeof *pr);
         long *counter = th_shared(sizeof *counter);
         mp_lock *lock = NULL;
         mp_value *value = NULL;
@@ -279,7 +212,7 @@ counter_rounds(bool locked)
             pids[w] = th_fork(locked ? lock_worker : atomic_worker, &ctx[w]);
             assert_true(pids[w] > 0);
         }
-        int killed = kill_one_and_reap(pids, pr, OPS);
+        int killed = tt_kill_one_and_reap(pids, WORKERS, pr, OPS);
         assert_true(killed >= 0);
         total.kills += killed;
         long done = 0;
@@ -327,7 +260,7 @@ test_torture_atomic_adders_killed_at_random(void **state)
 
 struct lctx {
     mp_list *list;
-    struct progress *pr;
+    struct tt_progress *pr;
     int id;
 };
 
@@ -351,10 +284,10 @@ test_torture_list_appenders_killed_at_random(void **state)
     (void)state;
     mp_manager *m;
     assert_int_equal(mp_manager_open(&m, NULL), 0);
-    for (int round = 0; round < ROUNDS / 3; round++) {
+    for (int round = 0; round < rounds / 3; round++) {
         mp_list *l;
         assert_int_equal(mp_list_open(&l, m, NULL, 0), 0);
-        struct progress *pr = th_shared(sizeof *pr);
+        struct tt_progress *pr = th_shared(sizeof *pr);
         struct lctx ctx[WORKERS];
         pid_t pids[WORKERS];
         for (int w = 0; w < WORKERS; w++) {
@@ -362,7 +295,7 @@ test_torture_list_appenders_killed_at_random(void **state)
             pids[w] = th_fork(append_worker, &ctx[w]);
             assert_true(pids[w] > 0);
         }
-        int killed = kill_one_and_reap(pids, pr, LIST_OPS);
+        int killed = tt_kill_one_and_reap(pids, WORKERS, pr, LIST_OPS);
         assert_true(killed >= 0);
         total.kills += killed;
         long done = 0;
@@ -387,29 +320,225 @@ test_torture_list_appenders_killed_at_random(void **state)
     mp_manager_close(m);
 }
 
+/* ---- manager dict ------------------------------------------------------------------------------
+ * Each worker owns KEYS keys ("k<worker>.<i>") and sets, pops and updates (three keys at once)
+ * them at random. A value is bytes that name their key and a version and end in a checksum.
+ * The worker records, in shared memory, the version each of its keys holds (0: absent) after
+ * every operation, and before each operation what it is about to change, so after the kill the
+ * parent knows the exact contents for the survivors' keys and the two possible states of each
+ * key the victim's operation in flight touched. */
+
+#define KEYS 8
+#define DICT_OPS 1500
+#define DICT_MAXPAY 256
+
+struct dmodel {
+    _Atomic uint32_t version[WORKERS][KEYS]; /* committed state of each key; 0: absent */
+    struct {
+        _Atomic int valid; /* set after key/next are written, cleared once version is */
+        int n;
+        int key[3];
+        uint32_t next[3]; /* the version the operation stores; 0: it removes the key */
+    } inflight[WORKERS];
+};
+
+struct dctx {
+    mp_dict *dict;
+    struct tt_progress *pr;
+    struct dmodel *model;
+    int id;
+    uint64_t seed;
+};
+
+/* A value: key id, version, payload length, payload, checksum of all before it. */
+static size_t
+dval_make(uint8_t *buf, uint32_t keyid, uint32_t version)
+{
+    uint32_t len = (keyid * 2654435761u ^ version * 40503u) % DICT_MAXPAY;
+    memcpy(buf, &keyid, 4);
+    memcpy(buf + 4, &version, 4);
+    memcpy(buf + 8, &len, 4);
+    for (uint32_t i = 0; i < len; i++)
+        buf[12 + i] = (uint8_t)(version + i * 7);
+    uint32_t sum = tt_checksum(buf, 12 + len);
+    memcpy(buf + 12 + len, &sum, 4);
+    return 16 + len;
+}
+
+/* The version a value holds if it is well formed and belongs to keyid; 0 otherwise. */
+static uint32_t
+dval_version(const mp_item *v, uint32_t keyid)
+{
+    if (v->type != MP_ITEM_BYTES || v->v.s.len < 16)
+        return 0;
+    const uint8_t *b = (const uint8_t *)v->v.s.ptr;
+    uint32_t id, version, len, sum;
+    memcpy(&id, b, 4);
+    memcpy(&version, b + 4, 4);
+    memcpy(&len, b + 8, 4);
+    if (id != keyid || len != v->v.s.len - 16)
+        return 0;
+    memcpy(&sum, b + 12 + len, 4);
+    return sum == tt_checksum(b, 12 + len) ? version : 0;
+}
+
+static void
+dkey_name(char *buf, int worker, int i)
+{
+    snprintf(buf, 16, "k%d.%d", worker, i);
+}
+
+static int
+dict_worker(void *arg)
+{
+    struct dctx *c = arg;
+    uint64_t r = c->seed | 1;
+    uint32_t version = 0;
+    static uint8_t vbuf[3][16 + DICT_MAXPAY];
+    char names[3][16];
+    for (int op = 0; op < DICT_OPS; op++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        int kind = (int)(r % 4), n = kind == 3 ? 3 : 1;
+        mp_item keys[3], vals[3];
+        struct dmodel *m = c->model;
+        m->inflight[c->id].n = n;
+        for (int k = 0; k < n; k++) {
+            int key = (int)((r >> 8) % KEYS + (uint64_t)k) % KEYS; /* distinct */
+            m->inflight[c->id].key[k] = key;
+            m->inflight[c->id].next[k] = kind == 2 ? 0 : ++version;
+            dkey_name(names[k], c->id, key);
+            keys[k] = mp_item_str(names[k]);
+            size_t len = dval_make(vbuf[k], (uint32_t)(c->id * KEYS + key), version);
+            vals[k] = mp_item_bytes(vbuf[k], len);
+        }
+        atomic_store(&m->inflight[c->id].valid, 1);
+        atomic_fetch_add(&c->pr->attempted[c->id], 1);
+        int key0 = m->inflight[c->id].key[0];
+        uint32_t had = atomic_load(&m->version[c->id][key0]);
+        if (kind == 2) {
+            mp_item none = mp_item_none(), out;
+            CHILD_CHECK(mp_dict_pop(c->dict, &keys[0], &none, &out) == 0);
+            /* What was there is exactly what this worker last stored under the key. */
+            if (had == 0)
+                CHILD_CHECK(out.type == MP_ITEM_NONE);
+            else
+                CHILD_CHECK(dval_version(&out, (uint32_t)(c->id * KEYS + key0)) == had);
+            mp_item_clear(&out);
+        } else if (n == 1) {
+            CHILD_CHECK(mp_dict_set(c->dict, &keys[0], &vals[0]) == 0);
+        } else {
+            CHILD_CHECK(mp_dict_update(c->dict, keys, vals, 3) == 0);
+        }
+        for (int k = 0; k < n; k++)
+            atomic_store(&m->version[c->id][m->inflight[c->id].key[k]], m->inflight[c->id].next[k]);
+        atomic_store(&m->inflight[c->id].valid, 0);
+        atomic_fetch_add(&c->pr->done[c->id], 1);
+    }
+    return 0;
+}
+
+/* The states key i of worker w may be in after the round: its committed version, or (a key
+ * the victim's operation in flight touched) the version that operation stores. */
+static bool
+dict_state_ok(const struct dmodel *m, int w, int i, uint32_t found)
+{
+    if (found == atomic_load(&m->version[w][i]))
+        return true;
+    if (!atomic_load(&m->inflight[w].valid))
+        return false;
+    for (int k = 0; k < m->inflight[w].n; k++)
+        if (m->inflight[w].key[k] == i && m->inflight[w].next[k] == found)
+            return true;
+    return false;
+}
+
+static void
+test_torture_dict_writers_killed_at_random(void **state)
+{
+    (void)state;
+    mp_manager *m;
+    assert_int_equal(mp_manager_open(&m, NULL), 0);
+    mp_dict *d;
+    assert_int_equal(mp_dict_open(&d, m), 0);
+    for (int round = 0; round < rounds / 3; round++) {
+        assert_int_equal(mp_dict_clear(d), 0);
+        struct tt_progress *pr = th_shared(sizeof *pr);
+        struct dmodel *model = th_shared(sizeof *model);
+        struct dctx ctx[WORKERS];
+        pid_t pids[WORKERS];
+        for (int w = 0; w < WORKERS; w++) {
+            ctx[w] = (struct dctx){d, pr, model, w, tt_rand()};
+            pids[w] = th_fork(dict_worker, &ctx[w]);
+            assert_true(pids[w] > 0);
+        }
+        int victim = tt_kill_one(pids, WORKERS, pr, DICT_OPS);
+        int killed = tt_reap_all(pids, WORKERS, victim);
+        assert_true(killed >= 0);
+        total.kills += killed;
+        /* A survivor's operation is never in flight now. */
+        for (int w = 0; w < WORKERS; w++)
+            if (w != victim || !killed)
+                assert_int_equal(atomic_load(&model->inflight[w].valid), 0);
+        ssize_t len = mp_dict_len(d);
+        mp_item *keys, *vals;
+        size_t n;
+        assert_int_equal(mp_dict_items(d, &keys, &vals, &n), 0);
+        assert_int_equal((size_t)len, n);
+        bool seen[WORKERS][KEYS] = {{false}};
+        for (size_t j = 0; j < n; j++) {
+            int w, i, end = 0;
+            assert_int_equal(keys[j].type, MP_ITEM_STR);
+            char name[16] = {0};
+            assert_true(keys[j].v.s.len < sizeof name);
+            memcpy(name, keys[j].v.s.ptr, keys[j].v.s.len);
+            assert_int_equal(sscanf(name, "k%d.%d%n", &w, &i, &end), 2);
+            assert_true(w >= 0 && w < WORKERS && i >= 0 && i < KEYS &&
+                        (size_t)end == keys[j].v.s.len);
+            assert_false(seen[w][i]); /* no key twice */
+            seen[w][i] = true;
+            uint32_t version = dval_version(&vals[j], (uint32_t)(w * KEYS + i));
+            assert_true(version != 0); /* well formed, and the value of this key */
+            assert_true(dict_state_ok(model, w, i, version));
+        }
+        /* Every key that is absent may be absent. */
+        for (int w = 0; w < WORKERS; w++)
+            for (int i = 0; i < KEYS; i++)
+                if (!seen[w][i])
+                    assert_true(dict_state_ok(model, w, i, 0));
+        mp_items_free(keys, n);
+        mp_items_free(vals, n);
+        for (int w = 0; w < WORKERS; w++)
+            total.dict_ops += atomic_load(&pr->done[w]);
+        total.dict_entries += (long)n;
+        th_shared_free(model, sizeof *model);
+        th_shared_free(pr, sizeof *pr);
+    }
+    mp_dict_close(d);
+    mp_manager_close(m);
+}
+
 static void
 test_torture_summary(void **state)
 {
     (void)state;
     printf("torture: seed %llu, %ld kills, %ld messages, %ld locked increments, %ld atomic adds, "
-           "%ld list appends\n",
-           (unsigned long long)seed, total.kills, total.messages, total.lock_ops, total.atomic_ops,
-           total.appends);
+           "%ld list appends, %ld dict operations (%ld entries checked)\n",
+           (unsigned long long)tt_seed, total.kills, total.messages, total.lock_ops,
+           total.atomic_ops, total.appends, total.dict_ops, total.dict_entries);
     assert_true(total.kills > 0);
 }
 
 int
 main(void)
 {
-    const char *s = getenv("MPIPC_TORTURE_SEED");
-    seed = s != NULL ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
-    rng = seed | 1;
-    printf("torture: seed %llu (set MPIPC_TORTURE_SEED to repeat)\n", (unsigned long long)seed);
+    tt_init();
+    rounds = 100; /* fast enough under every sanitizer: no scaling */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_torture_queue_producers_killed_at_random),
         cmocka_unit_test(test_torture_lock_holders_killed_at_random),
         cmocka_unit_test(test_torture_atomic_adders_killed_at_random),
         cmocka_unit_test(test_torture_list_appenders_killed_at_random),
+        cmocka_unit_test(test_torture_dict_writers_killed_at_random),
         cmocka_unit_test(test_torture_summary),
     };
     return th_run_tests(tests);

@@ -1,0 +1,104 @@
+/*
+ * torture.c - see torture.h.
+ */
+#define _GNU_SOURCE
+#include "torture.h"
+
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+
+uint64_t tt_seed;
+static uint64_t rng;
+
+void
+tt_init(void)
+{
+    const char *s = getenv("MPIPC_TORTURE_SEED");
+    tt_seed = s != NULL ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
+    rng = tt_seed | 1;
+    printf("torture: seed %llu (set MPIPC_TORTURE_SEED to repeat)\n", (unsigned long long)tt_seed);
+}
+
+uint64_t
+tt_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Sanitizer builds are detected at compile time, so CI needs no extra setting for them. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TT_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TT_SANITIZED 1
+#endif
+#endif
+#ifndef TT_SANITIZED
+#define TT_SANITIZED 0
+#endif
+
+int
+tt_rounds(int normal)
+{
+    return TT_SANITIZED ? (normal + 1) / 2 : normal;
+}
+
+uint32_t
+tt_checksum(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 16777619u;
+    return h;
+}
+
+bool
+tt_has_exited(pid_t pid)
+{
+    siginfo_t si = {0};
+    return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
+}
+
+int
+tt_reap_all(const pid_t *pids, int n, int victim)
+{
+    int killed = 0, failed = 0;
+    for (int w = 0; w < n; w++) {
+        int st = th_wait(pids[w], TT_BOUND_MS);
+        if (w == victim && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) {
+            killed = 1;
+            continue;
+        }
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            fprintf(stderr, "torture: worker %d ended with status %#x\n", w, st);
+            failed = 1; /* reap the others all the same, so none is left behind */
+        }
+    }
+    return failed ? -1 : killed;
+}
+
+int
+tt_kill_one(const pid_t *pids, int n, struct tt_progress *pr, long ops)
+{
+    int victim = (int)(tt_rand() % (uint64_t)n);
+    long at = (long)(tt_rand() % (uint64_t)ops);
+    int64_t deadline = th_now_ms() + TT_BOUND_MS;
+    while (atomic_load(&pr->attempted[victim]) < at && th_now_ms() < deadline &&
+           !tt_has_exited(pids[victim]))
+        sched_yield();
+    kill(pids[victim], SIGKILL);
+    return victim;
+}
+
+int
+tt_kill_one_and_reap(const pid_t *pids, int n, struct tt_progress *pr, long ops)
+{
+    return tt_reap_all(pids, n, tt_kill_one(pids, n, pr, ops));
+}

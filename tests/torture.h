@@ -1,0 +1,61 @@
+/*
+ * torture.h - the machinery the crash-torture executables share: a seeded random stream, a
+ * per-worker progress record in shared memory, and killing one worker at a random moment and
+ * reaping the rest within a bound.
+ *
+ * The seed comes from MPIPC_TORTURE_SEED or the clock and is printed, so a failing run can be
+ * repeated. Kill moments are random on purpose (that is the fault being injected); nothing that
+ * an assertion depends on is ordered by sleeping.
+ */
+#ifndef MPIPC_TEST_TORTURE_H
+#define MPIPC_TEST_TORTURE_H
+
+#include "helpers.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define TT_MAX_WORKERS 4
+/* Every survivor must have finished within this bound after the kill. */
+#define TT_BOUND_MS 20000
+
+/* Per-worker progress in shared memory: operations attempted and operations completed (and
+ * recorded). A worker killed between the two leaves one operation in flight. */
+struct tt_progress {
+    _Atomic long done[TT_MAX_WORKERS];
+    _Atomic long attempted[TT_MAX_WORKERS];
+};
+
+extern uint64_t tt_seed;
+
+/* tt_init - take the seed from MPIPC_TORTURE_SEED or the clock and print it. */
+void tt_init(void);
+
+/* tt_rand - the next number of the seeded stream (xorshift64). */
+uint64_t tt_rand(void);
+
+/* tt_rounds - `normal` rounds, or fewer under a sanitizer, which slows every operation down
+ * several times: the torture must stay within CI's time in every build. */
+int tt_rounds(int normal);
+
+/* tt_checksum - FNV-1a of n bytes. */
+uint32_t tt_checksum(const void *p, size_t n);
+
+/* tt_has_exited - true once pid has ended; it stays unreaped (WNOWAIT) for tt_reap_all. */
+bool tt_has_exited(pid_t pid);
+
+/* tt_kill_one - SIGKILL a random one of the n workers once it has attempted a random number of
+ * its `ops` operations (or has ended). Returns the victim's index. */
+int tt_kill_one(const pid_t *pids, int n, struct tt_progress *pr, long ops);
+
+/* tt_reap_all - reap the n workers within the bound. The victim may have been killed (then it
+ * counts) or have finished first; every other worker must have ended by itself with status 0.
+ * Returns the number of workers really killed (0 or 1), or -1 if a survivor failed or hung. */
+int tt_reap_all(const pid_t *pids, int n, int victim);
+
+/* tt_kill_one_and_reap - tt_kill_one, then tt_reap_all. */
+int tt_kill_one_and_reap(const pid_t *pids, int n, struct tt_progress *pr, long ops);
+
+#endif
