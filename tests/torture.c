@@ -31,22 +31,27 @@ tt_rand(void)
     return rng;
 }
 
-/* Sanitizer builds are detected at compile time, so CI needs no extra setting for them. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define TT_SANITIZED 1
+/* Sanitizer builds are detected at compile time, so CI needs no setting for them. The factors
+ * are the slowdowns measured for these workloads, rounded down. */
+#if defined(__SANITIZE_THREAD__)
+#define TT_SLOWDOWN 10
+#elif defined(__SANITIZE_ADDRESS__)
+#define TT_SLOWDOWN 4
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define TT_SANITIZED 1
+#if __has_feature(thread_sanitizer)
+#define TT_SLOWDOWN 10
+#elif __has_feature(address_sanitizer)
+#define TT_SLOWDOWN 4
 #endif
 #endif
-#ifndef TT_SANITIZED
-#define TT_SANITIZED 0
+#ifndef TT_SLOWDOWN
+#define TT_SLOWDOWN 1
 #endif
 
-int
-tt_rounds(int normal)
+long
+tt_ops(long normal)
 {
-    return TT_SANITIZED ? (normal + 1) / 2 : normal;
+    return normal / TT_SLOWDOWN > 0 ? normal / TT_SLOWDOWN : 1;
 }
 
 uint32_t
@@ -64,6 +69,38 @@ tt_has_exited(pid_t pid)
 {
     siginfo_t si = {0};
     return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
+}
+
+static struct {
+    int (*fn)(void *);
+    th_barrier *gate;
+} launch;
+
+static int
+gated(void *arg)
+{
+    return th_barrier_wait(launch.gate) == 0 ? launch.fn(arg) : 1;
+}
+
+int
+tt_spawn(pid_t *pids, int n, int (*fn)(void *), void *ctx, size_t size)
+{
+    launch.fn = fn;
+    launch.gate = th_barrier_new((unsigned)n + 1);
+    if (launch.gate == NULL)
+        return -1;
+    int w = 0;
+    for (; w < n; w++)
+        if ((pids[w] = th_fork(gated, (char *)ctx + (size_t)w * size)) <= 0)
+            break;
+    int r = w == n ? th_barrier_wait(launch.gate) : -1;
+    if (r != 0)
+        for (int i = 0; i < w; i++) {
+            kill(pids[i], SIGKILL);
+            th_wait(pids[i], TT_BOUND_MS);
+        }
+    th_barrier_free(launch.gate);
+    return r;
 }
 
 int

@@ -36,12 +36,18 @@ void tt_init(void);
 /* tt_rand - the next number of the seeded stream (xorshift64). */
 uint64_t tt_rand(void);
 
-/* tt_rounds - `normal` rounds, or fewer under a sanitizer, which slows every operation down
- * several times: the torture must stay within CI's time in every build. */
-int tt_rounds(int normal);
+/* tt_ops - `normal` operations per worker and round, fewer under a sanitizer, which slows
+ * each operation down several times: a round then lasts about as long as in a normal build
+ * (so the kills land as often) and the torture stays within CI's time in every build. */
+long tt_ops(long normal);
 
 /* tt_checksum - FNV-1a of n bytes. */
 uint32_t tt_checksum(const void *p, size_t n);
+
+/* tt_spawn - fork n workers, worker w running fn(ctx + w * size), and return once they are all
+ * running, released together: forking takes longer than many operations do, and a worker
+ * must not finish before the last is born. Returns 0, or -1 (nothing left running). */
+int tt_spawn(pid_t *pids, int n, int (*fn)(void *), void *ctx, size_t size);
 
 /* tt_has_exited - true once pid has ended; it stays unreaped (WNOWAIT) for tt_reap_all. */
 bool tt_has_exited(pid_t pid);
