@@ -372,7 +372,7 @@ test_torture_semaphore_holders_killed_at_random(void **state)
 
 #define PRODUCERS 2
 #define CONSUMERS 2
-#define CAP 4
+#define CAP 1
 /* Every wait has a timeout, far above any wait for a live peer: a wait that runs out while
  * its predicate holds has missed its wake-up. */
 #define COND_WAIT_MS 5000
