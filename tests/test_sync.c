@@ -1047,6 +1047,20 @@ die_in_barrier_child(void *arg)
     return 3;
 }
 
+/* As die_in_barrier_child, but arriving only once another party waits, so that this child is
+ * the last to arrive and runs the action. */
+static int
+die_in_barrier_action_child(void *arg)
+{
+    int64_t end = th_now_ms() + 10000;
+    while (mp_barrier_n_waiting(S->bar) < 1) {
+        if (th_now_ms() > end)
+            return 2;
+        sched_yield();
+    }
+    return die_in_barrier_child(arg);
+}
+
 static void
 test_barrier_party_killed_while_waiting_still_counts(void **state)
 {
@@ -1078,9 +1092,9 @@ test_barrier_killed_while_running_the_action_breaks_at_the_timeout(void **state)
         skip();
     shared_new(1);
     assert_int_equal(mp_barrier_open(&S->bar, 2, &(mp_barrier_opts){.action = count_action}), 0);
-    pid_t k = th_fork(die_in_barrier_child, "sync.barrier.action");
+    pid_t k = th_fork(die_in_barrier_action_child, "sync.barrier.action");
     assert_true(k > 0);
-    /* The child arrives last (we wait first), dies in the action holding the barrier's mutex;
+    /* The child arrives last (it waits until we wait), dies in the action holding the barrier's mutex;
      * our wait ends at its deadline and the barrier is broken. */
     int64_t t0 = th_now_ms();
     int r = mp_barrier_wait(S->bar, 300);
