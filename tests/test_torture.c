@@ -1,14 +1,19 @@
 /*
  * test_torture.c - crash torture: workers are SIGKILLed at random moments, over and over, while
  * they use a queue (messages smaller and larger than its ring), a lock, an atomic value, a
- * manager list and a manager dict (the sync primitives are in test_torture_sync.c). After each round the survivors must have finished within a bound and the shared
- * state must satisfy its invariants:
+ * locked value and array, a manager list and a manager dict (the other sync primitives are in
+ * test_torture_sync.c). After each round the survivors must have finished within a bound and the
+ * shared state must satisfy its invariants:
  *
  *  - queue: every message arrives whole (its checksum matches), at most once, in each
  *    producer's order; a message is missing only if its producer was killed putting it;
  *  - lock: the counter it guards equals the increments the workers completed, give or take one
  *    per kill (a worker killed between its increment and its own record of it);
  *  - value: the same for lock-free atomic adds;
+ *  - value and array under one rlock: the value counts the locked writes (as the lock); a
+ *    write sets every element of the array to one value; a reader under the lock never sees a
+ *    torn array unless its acquire returned MP_OWNERDEAD (the writer died mid-write), and then
+ *    it repairs it before releasing;
  *  - manager list: every item is well formed, no worker's item appears twice or out of order,
  *    and the length is the appends completed, give or take one per kill;
  *  - manager dict: every entry is well formed (its value names its key and its checksum
@@ -20,8 +25,8 @@
  * counts.
  */
 #define _GNU_SOURCE
-#include "torture.h"
 #include "internal.h"
+#include "torture.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -33,10 +38,11 @@
 
 static int rounds;
 static struct {
-    long kills, messages, lock_ops, atomic_ops, appends, dict_ops, dict_entries;
+    long kills, messages, lock_ops, atomic_ops, array_ops_done, torn, appends, dict_ops,
+        dict_entries;
 } total;
 
-/* ---- queue ------------------------------------------------------------------------------------ */
+/* ---- queue ----------------------------------------------------------------------------------- */
 
 #define Q_RING 4096
 #define Q_MAXMSG (3 * Q_RING) /* one message in eight is larger than the ring: streamed */
@@ -206,15 +212,10 @@ counter_rounds(bool locked)
         else
             assert_int_equal(mp_value_open(&value, 'q', &(mp_value_opts){.raw = true}), 0);
         struct cctx ctx[WORKERS];
-        pid_t pids[WORKERS];
-        for (int w = 0; w < WORKERS; w++) {
+        for (int w = 0; w < WORKERS; w++)
             ctx[w] = (struct cctx){lock, counter, value, pr, w};
-            pids[w] = th_fork(locked ? lock_worker : atomic_worker, &ctx[w]);
-            assert_true(pids[w] > 0);
-        }
-        int killed = tt_kill_one_and_reap(pids, WORKERS, pr, OPS);
-        assert_true(killed >= 0);
-        total.kills += killed;
+        int killed = tt_round(locked ? lock_worker : atomic_worker, ctx, sizeof ctx[0], WORKERS, pr,
+                              OPS, &total.kills) >= 0;
         long done = 0;
         for (int w = 0; w < WORKERS; w++)
             done += atomic_load(&pr->done[w]);
@@ -254,7 +255,131 @@ test_torture_atomic_adders_killed_at_random(void **state)
     counter_rounds(false);
 }
 
-/* ---- manager list ------------------------------------------------------------------------------ */
+/* ---- value and array under one rlock --------------------------------------------------------- */
+
+#define ARRAY_LEN 16
+#define ARRAY_ROUNDS 40
+
+/* Operations per worker and round: tt_ops(80000), fewer under a sanitizer. */
+static long array_ops;
+
+struct actx {
+    mp_lock *lock;
+    mp_value *count;
+    mp_array *arr;
+    struct tt_progress *pr;
+    struct tt_progress *writes; /* done: the writing operations completed */
+    _Atomic long *repaired;
+    int id;
+    uint64_t seed;
+};
+
+/* True if every element holds the same value, and that value is one a worker wrote. */
+static bool
+array_whole(const int64_t *a, const struct tt_progress *pr)
+{
+    for (int i = 1; i < ARRAY_LEN; i++)
+        if (a[i] != a[0])
+            return false;
+    if (a[0] == 0)
+        return true; /* as opened */
+    long w = (long)(a[0] >> 32), seq = (long)(a[0] & 0xffffffff);
+    return w >= 1 && w <= WORKERS && seq < atomic_load(&pr->attempted[w - 1]);
+}
+
+static void
+array_write(struct actx *c, int64_t v, bool by_element)
+{
+    if (by_element) {
+        for (int i = 0; i < ARRAY_LEN; i++)
+            CHILD_CHECK(mp_array_set(c->arr, i, &v, sizeof v) == 0);
+    } else {
+        int64_t buf[ARRAY_LEN];
+        for (int i = 0; i < ARRAY_LEN; i++)
+            buf[i] = v;
+        CHILD_CHECK(mp_array_set_slice(c->arr, 0, ARRAY_LEN, buf, sizeof buf) == 0);
+    }
+}
+
+static int
+array_worker(void *arg)
+{
+    struct actx *c = arg;
+    uint64_t r = c->seed | 1;
+    for (long i = 0; i < array_ops; i++) {
+        uint64_t x = tt_next(&r);
+        atomic_fetch_add(&c->pr->attempted[c->id], 1);
+        int rc = mp_lock_acquire(c->lock, BOUND_MS);
+        CHILD_CHECK(rc == 0 || rc == MP_OWNERDEAD);
+        int64_t a[ARRAY_LEN];
+        CHILD_CHECK(mp_array_get_slice(c->arr, 0, ARRAY_LEN, a, sizeof a) == ARRAY_LEN);
+        int64_t mark = (int64_t)(c->id + 1) << 32 | i;
+        if (!array_whole(a, c->pr)) {
+            /* Torn only if the last writer died in the middle: then this caller took the lock
+             * from a dead owner, and repairs the array before anyone else can look. */
+            CHILD_CHECK(rc == MP_OWNERDEAD);
+            array_write(c, mark, false);
+            atomic_fetch_add(c->repaired, 1);
+        }
+        if (x % 3 != 0) {
+            int64_t n;
+            CHILD_CHECK(mp_value_get(c->count, &n, sizeof n) == 0);
+            n++;
+            CHILD_CHECK(mp_value_set(c->count, &n, sizeof n) == 0);
+            array_write(c, mark, x % 2 == 0);
+        }
+        CHILD_CHECK(mp_lock_release(c->lock) == 0);
+        if (x % 3 != 0)
+            atomic_fetch_add(&c->writes->done[c->id], 1);
+        atomic_fetch_add(&c->pr->done[c->id], 1);
+    }
+    return 0;
+}
+
+static void
+test_torture_locked_value_and_array_writers_killed_at_random(void **state)
+{
+    (void)state;
+    for (int round = 0; round < ARRAY_ROUNDS; round++) {
+        struct tt_progress *pr = th_shared(sizeof *pr);
+        _Atomic long *repaired = th_shared(sizeof *repaired);
+        mp_lock *l;
+        mp_value *count;
+        mp_array *arr;
+        assert_int_equal(mp_rlock_open(&l), 0);
+        assert_int_equal(mp_value_open(&count, 'q', &(mp_value_opts){.lock = l}), 0);
+        assert_int_equal(mp_array_open(&arr, 'q', ARRAY_LEN, &(mp_value_opts){.lock = l}), 0);
+        struct tt_progress *writes = th_shared(sizeof *writes);
+        struct actx ctx[WORKERS];
+        for (int w = 0; w < WORKERS; w++)
+            ctx[w] = (struct actx){l, count, arr, pr, writes, repaired, w, tt_rand()};
+        int victim =
+            tt_round(array_worker, ctx, sizeof ctx[0], WORKERS, pr, array_ops, &total.kills);
+        int rc = mp_lock_acquire(l, BOUND_MS);
+        assert_true(rc == 0 || (rc == MP_OWNERDEAD && victim >= 0));
+        int64_t a[ARRAY_LEN], n;
+        assert_int_equal(mp_array_get_slice(arr, 0, ARRAY_LEN, a, sizeof a), ARRAY_LEN);
+        if (!array_whole(a, pr)) {
+            assert_int_equal(rc, MP_OWNERDEAD);
+            total.torn++;
+        }
+        assert_int_equal(mp_value_get(count, &n, sizeof n), 0);
+        /* The value counts the writing operations completed, give or take the victim's. */
+        long wrote = tt_sum_done(writes, WORKERS), done = tt_sum_done(pr, WORKERS);
+        assert_true(n >= wrote && n <= wrote + (victim >= 0));
+        assert_int_equal(mp_lock_release(l), 0);
+        total.array_ops_done += done;
+        total.torn += atomic_load(repaired);
+        mp_array_close(arr);
+        mp_value_close(count);
+        mp_lock_close(l);
+        th_shared_free(writes, sizeof *writes);
+        th_shared_free(repaired, sizeof *repaired);
+        th_shared_free(pr, sizeof *pr);
+    }
+}
+
+/* ---- manager list ---------------------------------------------------------------------------- */
 
 #define LIST_OPS 2000
 
@@ -289,15 +414,10 @@ test_torture_list_appenders_killed_at_random(void **state)
         assert_int_equal(mp_list_open(&l, m, NULL, 0), 0);
         struct tt_progress *pr = th_shared(sizeof *pr);
         struct lctx ctx[WORKERS];
-        pid_t pids[WORKERS];
-        for (int w = 0; w < WORKERS; w++) {
+        for (int w = 0; w < WORKERS; w++)
             ctx[w] = (struct lctx){l, pr, w};
-            pids[w] = th_fork(append_worker, &ctx[w]);
-            assert_true(pids[w] > 0);
-        }
-        int killed = tt_kill_one_and_reap(pids, WORKERS, pr, LIST_OPS);
-        assert_true(killed >= 0);
-        total.kills += killed;
+        int killed =
+            tt_round(append_worker, ctx, sizeof ctx[0], WORKERS, pr, LIST_OPS, &total.kills) >= 0;
         long done = 0;
         for (int w = 0; w < WORKERS; w++)
             done += atomic_load(&pr->done[w]);
@@ -465,19 +585,12 @@ test_torture_dict_writers_killed_at_random(void **state)
         struct tt_progress *pr = th_shared(sizeof *pr);
         struct dmodel *model = th_shared(sizeof *model);
         struct dctx ctx[WORKERS];
-        pid_t pids[WORKERS];
-        for (int w = 0; w < WORKERS; w++) {
+        for (int w = 0; w < WORKERS; w++)
             ctx[w] = (struct dctx){d, pr, model, w, tt_rand()};
-            pids[w] = th_fork(dict_worker, &ctx[w]);
-            assert_true(pids[w] > 0);
-        }
-        int victim = tt_kill_one(pids, WORKERS, pr, DICT_OPS);
-        int killed = tt_reap_all(pids, WORKERS, victim);
-        assert_true(killed >= 0);
-        total.kills += killed;
+        int victim = tt_round(dict_worker, ctx, sizeof ctx[0], WORKERS, pr, DICT_OPS, &total.kills);
         /* A survivor's operation is never in flight now. */
         for (int w = 0; w < WORKERS; w++)
-            if (w != victim || !killed)
+            if (w != victim)
                 assert_int_equal(atomic_load(&model->inflight[w].valid), 0);
         ssize_t len = mp_dict_len(d);
         mp_item *keys, *vals;
@@ -521,10 +634,12 @@ static void
 test_torture_summary(void **state)
 {
     (void)state;
-    printf("torture: seed %llu, %ld kills, %ld messages, %ld locked increments, %ld atomic adds, "
-           "%ld list appends, %ld dict operations (%ld entries checked)\n",
-           (unsigned long long)tt_seed, total.kills, total.messages, total.lock_ops,
-           total.atomic_ops, total.appends, total.dict_ops, total.dict_entries);
+    printf(
+        "torture: seed %llu, %ld kills, %ld messages, %ld locked increments, %ld atomic adds, "
+        "%ld locked value/array operations (%ld torn arrays repaired), %ld list appends, %ld dict "
+        "operations (%ld entries checked)\n",
+        (unsigned long long)tt_seed, total.kills, total.messages, total.lock_ops, total.atomic_ops,
+        total.array_ops_done, total.torn, total.appends, total.dict_ops, total.dict_entries);
     assert_true(total.kills > 0);
 }
 
@@ -533,10 +648,12 @@ main(void)
 {
     tt_init();
     rounds = 100; /* fast enough under every sanitizer: no scaling */
+    array_ops = tt_ops(80000);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_torture_queue_producers_killed_at_random),
         cmocka_unit_test(test_torture_lock_holders_killed_at_random),
         cmocka_unit_test(test_torture_atomic_adders_killed_at_random),
+        cmocka_unit_test(test_torture_locked_value_and_array_writers_killed_at_random),
         cmocka_unit_test(test_torture_list_appenders_killed_at_random),
         cmocka_unit_test(test_torture_dict_writers_killed_at_random),
         cmocka_unit_test(test_torture_summary),

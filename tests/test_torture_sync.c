@@ -1,15 +1,11 @@
 /*
- * test_torture_sync.c - crash torture of the sync primitives and of a locked value and array:
+ * test_torture_sync.c - crash torture of the sync primitives (the lock is in test_torture.c):
  * workers are SIGKILLed at random moments, over and over, and after each round the survivors
  * must have finished within a bound and the shared state must satisfy its invariants:
  *
  *  - rlock: workers take it 1 to 4 levels deep; the counter guarded at the innermost level
  *    equals the increments completed, give or take one per kill; whoever takes the lock after
  *    its owner died (at any depth) gets MP_OWNERDEAD and holds it exactly once;
- *  - value and array under one rlock: the value counts the locked increments (as above); a
- *    write sets every element of the array to one value; a reader under the lock never sees a
- *    torn array unless its acquire returned MP_OWNERDEAD (the writer died mid-write), and then
- *    it repairs it before releasing;
  *  - semaphore and bounded semaphore: never more holders than units; a holder that dies keeps
  *    its unit (a semaphore has no owner to give it back), so afterwards exactly the victim's
  *    held unit is missing, and a bounded semaphore refuses to go above its initial value;
@@ -38,52 +34,27 @@
 #define ROUNDS 40
 /* Operations per worker and round (fewer under a sanitizer): enough that a round lasts some
  * tens of milliseconds, so that the kill lands before the victim has finished. */
-static long rlock_ops, array_ops, sem_ops, tokens;
+static long rlock_ops, sem_ops, tokens;
 
-enum { K_RLOCK, K_ARRAY, K_SEM, K_COND, K_BARRIER, KINDS };
+enum { K_RLOCK, K_SEM, K_COND, K_BARRIER, KINDS };
 static struct {
-    long kills[KINDS], rlock_ops, ownerdead, ownerdead_deep, array_ops, torn_repaired, sem_ops,
-        sem_lost, tokens, cond_timeouts, barrier_waits, barrier_broken, barrier_max_ms;
+    long kills[KINDS], rlock_ops, ownerdead, ownerdead_deep, sem_ops, sem_lost, tokens,
+        cond_timeouts, barrier_waits, barrier_broken, barrier_max_ms;
 } total;
 
-/* Run `fn` in n workers on ctx[w] (each of size `size`), kill one at a random moment of its
- * `ops` operations and reap them all; count the kill under `kind`. Returns the victim, or -1
- * when none was killed. */
+/* One round of `kind`: see tt_round. */
 static int
 run_round(int kind, int (*fn)(void *), void *ctx, size_t size, int n, struct tt_progress *pr,
           long ops)
 {
-    pid_t pids[TT_MAX_WORKERS];
-    assert_int_equal(tt_spawn(pids, n, fn, ctx, size), 0);
-    int victim = tt_kill_one(pids, n, pr, ops);
-    int killed = tt_reap_all(pids, n, victim);
-    assert_true(killed >= 0);
-    total.kills[kind] += killed;
-    return killed ? victim : -1;
+    return tt_round(fn, ctx, size, n, pr, ops, &total.kills[kind]);
 }
 
-static long
-sum_done(const struct tt_progress *pr, int n)
-{
-    long s = 0;
-    for (int w = 0; w < n; w++)
-        s += atomic_load(&pr->done[w]);
-    return s;
-}
-
-static uint64_t
-step(uint64_t *r)
-{
-    *r ^= *r << 13, *r ^= *r >> 7, *r ^= *r << 17;
-    return *r;
-}
-
-/* ---- rlock ------------------------------------------------------------------------------------ */
-
+/* ---- rlock ----------------------------------------------------------------------------------- */
 
 struct rlock_shared {
-    long counter;        /* guarded by the lock */
-    uint32_t depth;      /* the owner's depth as it last recorded it (never more than the truth) */
+    long counter;   /* guarded by the lock */
+    uint32_t depth; /* the owner's depth as it last recorded it (never more than the truth) */
     _Atomic long ownerdead, deep;
 };
 
@@ -101,7 +72,7 @@ rlock_worker(void *arg)
     struct rctx *c = arg;
     uint64_t r = c->seed | 1;
     for (int i = 0; i < rlock_ops; i++) {
-        uint32_t depth = 1 + (uint32_t)(step(&r) % 4);
+        uint32_t depth = 1 + (uint32_t)(tt_next(&r) % 4);
         atomic_fetch_add(&c->pr->attempted[c->id], 1);
         for (uint32_t k = 0; k < depth; k++) {
             int rc = mp_lock_acquire(c->lock, BOUND_MS);
@@ -146,7 +117,7 @@ test_torture_rlock_owners_killed_at_any_depth(void **state)
         if (rc == MP_OWNERDEAD && sh->depth > 1)
             total.ownerdead_deep++;
         total.ownerdead += rc == MP_OWNERDEAD;
-        long done = sum_done(pr, WORKERS);
+        long done = tt_sum_done(pr, WORKERS);
         assert_true(sh->counter >= done && sh->counter <= done + (victim >= 0));
         assert_int_equal(mp_lock_release(l), 0);
         if (!TH_UNDER_TSAN)
@@ -160,126 +131,7 @@ test_torture_rlock_owners_killed_at_any_depth(void **state)
     }
 }
 
-/* ---- value and array under one rlock ---------------------------------------------------------- */
-
-#define ARRAY_LEN 16
-
-struct actx {
-    mp_lock *lock;
-    mp_value *count;
-    mp_array *arr;
-    struct tt_progress *pr;
-    struct tt_progress *writes; /* done: the writing operations completed */
-    _Atomic long *repaired;
-    int id;
-    uint64_t seed;
-};
-
-/* True if every element holds the same value, and that value is one a worker wrote. */
-static bool
-array_whole(const int64_t *a, const struct tt_progress *pr)
-{
-    for (int i = 1; i < ARRAY_LEN; i++)
-        if (a[i] != a[0])
-            return false;
-    if (a[0] == 0)
-        return true; /* as opened */
-    long w = (long)(a[0] >> 32), seq = (long)(a[0] & 0xffffffff);
-    return w >= 1 && w <= WORKERS && seq < atomic_load(&pr->attempted[w - 1]);
-}
-
-static void
-array_write(struct actx *c, int64_t v, bool by_element)
-{
-    if (by_element) {
-        for (int i = 0; i < ARRAY_LEN; i++)
-            CHILD_CHECK(mp_array_set(c->arr, i, &v, sizeof v) == 0);
-    } else {
-        int64_t buf[ARRAY_LEN];
-        for (int i = 0; i < ARRAY_LEN; i++)
-            buf[i] = v;
-        CHILD_CHECK(mp_array_set_slice(c->arr, 0, ARRAY_LEN, buf, sizeof buf) == 0);
-    }
-}
-
-static int
-array_worker(void *arg)
-{
-    struct actx *c = arg;
-    uint64_t r = c->seed | 1;
-    for (long i = 0; i < array_ops; i++) {
-        uint64_t x = step(&r);
-        atomic_fetch_add(&c->pr->attempted[c->id], 1);
-        int rc = mp_lock_acquire(c->lock, BOUND_MS);
-        CHILD_CHECK(rc == 0 || rc == MP_OWNERDEAD);
-        int64_t a[ARRAY_LEN];
-        CHILD_CHECK(mp_array_get_slice(c->arr, 0, ARRAY_LEN, a, sizeof a) == ARRAY_LEN);
-        int64_t mark = (int64_t)(c->id + 1) << 32 | i;
-        if (!array_whole(a, c->pr)) {
-            /* Torn only if the last writer died in the middle: then this caller took the lock
-             * from a dead owner, and repairs the array before anyone else can look. */
-            CHILD_CHECK(rc == MP_OWNERDEAD);
-            array_write(c, mark, false);
-            atomic_fetch_add(c->repaired, 1);
-        }
-        if (x % 3 != 0) {
-            int64_t n;
-            CHILD_CHECK(mp_value_get(c->count, &n, sizeof n) == 0);
-            n++;
-            CHILD_CHECK(mp_value_set(c->count, &n, sizeof n) == 0);
-            array_write(c, mark, x % 2 == 0);
-        }
-        CHILD_CHECK(mp_lock_release(c->lock) == 0);
-        if (x % 3 != 0)
-            atomic_fetch_add(&c->writes->done[c->id], 1);
-        atomic_fetch_add(&c->pr->done[c->id], 1);
-    }
-    return 0;
-}
-
-static void
-test_torture_locked_value_and_array_writers_killed_at_random(void **state)
-{
-    (void)state;
-    for (int round = 0; round < ROUNDS; round++) {
-        struct tt_progress *pr = th_shared(sizeof *pr);
-        _Atomic long *repaired = th_shared(sizeof *repaired);
-        mp_lock *l;
-        mp_value *count;
-        mp_array *arr;
-        assert_int_equal(mp_rlock_open(&l), 0);
-        assert_int_equal(mp_value_open(&count, 'q', &(mp_value_opts){.lock = l}), 0);
-        assert_int_equal(mp_array_open(&arr, 'q', ARRAY_LEN, &(mp_value_opts){.lock = l}), 0);
-        struct tt_progress *writes = th_shared(sizeof *writes);
-        struct actx ctx[WORKERS];
-        for (int w = 0; w < WORKERS; w++)
-            ctx[w] = (struct actx){l, count, arr, pr, writes, repaired, w, tt_rand()};
-        int victim = run_round(K_ARRAY, array_worker, ctx, sizeof ctx[0], WORKERS, pr, array_ops);
-        int rc = mp_lock_acquire(l, BOUND_MS);
-        assert_true(rc == 0 || (rc == MP_OWNERDEAD && victim >= 0));
-        int64_t a[ARRAY_LEN], n;
-        assert_int_equal(mp_array_get_slice(arr, 0, ARRAY_LEN, a, sizeof a), ARRAY_LEN);
-        if (!array_whole(a, pr)) {
-            assert_int_equal(rc, MP_OWNERDEAD);
-            total.torn_repaired++;
-        }
-        assert_int_equal(mp_value_get(count, &n, sizeof n), 0);
-        /* The value counts the writing operations completed, give or take the victim's. */
-        long wrote = sum_done(writes, WORKERS), done = sum_done(pr, WORKERS);
-        assert_true(n >= wrote && n <= wrote + (victim >= 0));
-        assert_int_equal(mp_lock_release(l), 0);
-        total.array_ops += done;
-        total.torn_repaired += atomic_load(repaired);
-        mp_array_close(arr);
-        mp_value_close(count);
-        mp_lock_close(l);
-        th_shared_free(writes, sizeof *writes);
-        th_shared_free(repaired, sizeof *repaired);
-        th_shared_free(pr, sizeof *pr);
-    }
-}
-
-/* ---- semaphore and bounded semaphore ---------------------------------------------------------- */
+/* ---- semaphore and bounded semaphore --------------------------------------------------------- */
 
 #define SEM_UNITS 2
 
@@ -359,7 +211,7 @@ test_torture_semaphore_holders_killed_at_random(void **state)
         for (int i = 0; i < SEM_UNITS; i++)
             assert_int_equal(mp_semaphore_acquire(sem, MP_NOWAIT), 0);
         assert_int_equal(mp_semaphore_acquire(sem, MP_NOWAIT), -EAGAIN);
-        total.sem_ops += sum_done(pr, WORKERS);
+        total.sem_ops += tt_sum_done(pr, WORKERS);
         mp_semaphore_close(sem);
         th_shared_free(sh, sizeof *sh);
         th_shared_free(pr, sizeof *pr);
@@ -379,9 +231,9 @@ test_torture_semaphore_holders_killed_at_random(void **state)
 
 struct cond_shared {
     /* Guarded by the lock. */
-    long count;               /* the predicate: tokens in the buffer, 0..CAP */
-    long added, taken;        /* records kept next to count: a kill between may split them */
-    bool ended[PRODUCERS];    /* a producer is done (set by itself, or by the parent) */
+    long count;            /* the predicate: tokens in the buffer, 0..CAP */
+    long added, taken;     /* records kept next to count: a kill between may split them */
+    bool ended[PRODUCERS]; /* a producer is done (set by itself, or by the parent) */
     long timeouts, stalled;
 };
 
@@ -544,7 +396,7 @@ test_torture_condition_waiters_and_notifiers_killed_at_random(void **state)
     }
 }
 
-/* ---- barrier -------------------------------------------------------------------------------- */
+/* ---- barrier --------------------------------------------------------------------------------- */
 
 #define BAR_OPS 200
 /* Far above a round among live parties, so a round breaks only for a death. */
@@ -612,7 +464,8 @@ test_torture_barrier_parties_killed_at_random(void **state)
         struct bar_shared *sh = th_shared(sizeof *sh);
         mp_barrier *bar;
         assert_int_equal(
-            mp_barrier_open(&bar, WORKERS, &(mp_barrier_opts){.action = bar_action, .action_arg = sh}),
+            mp_barrier_open(&bar, WORKERS,
+                            &(mp_barrier_opts){.action = bar_action, .action_arg = sh}),
             0);
         struct bctx ctx[WORKERS];
         for (int w = 0; w < WORKERS; w++)
@@ -644,7 +497,7 @@ test_torture_barrier_parties_killed_at_random(void **state)
             total.barrier_max_ms = atomic_load(&sh->max_fail_ms);
         long actions = atomic_load(&sh->actions);
         assert_true(actions == passed || (victim >= 0 && actions == passed + 1));
-        total.barrier_waits += sum_done(pr, WORKERS);
+        total.barrier_waits += tt_sum_done(pr, WORKERS);
         if (passed < BAR_OPS) {
             /* It broke, and stays broken until reset. */
             assert_int_equal(mp_barrier_broken(bar), 1);
@@ -681,13 +534,11 @@ test_torture_summary(void **state)
     for (int k = 0; k < KINDS; k++)
         kills += total.kills[k];
     printf("torture: sync: seed %llu, %ld kills: rlock %ld kills, %ld operations (%ld took it from "
-           "a dead owner, %ld at depth > 1); locked value/array %ld kills, %ld operations (%ld torn "
-           "arrays repaired); semaphores %ld kills, %ld holds (%ld units died with their holder); "
-           "condition %ld kills, %ld tokens (%ld waits timed out); barrier %ld kills, %ld waits "
-           "(%ld rounds broken, the longest failed wait %ld ms)\n",
+           "a dead owner, %ld at depth > 1); semaphores %ld kills, %ld holds (%ld units died with "
+           "their holder); condition %ld kills, %ld tokens (%ld waits timed out); barrier %ld "
+           "kills, %ld waits (%ld rounds broken, the longest failed wait %ld ms)\n",
            (unsigned long long)tt_seed, kills, total.kills[K_RLOCK], total.rlock_ops,
-           total.ownerdead, total.ownerdead_deep, total.kills[K_ARRAY], total.array_ops,
-           total.torn_repaired, total.kills[K_SEM], total.sem_ops, total.sem_lost,
+           total.ownerdead, total.ownerdead_deep, total.kills[K_SEM], total.sem_ops, total.sem_lost,
            total.kills[K_COND], total.tokens, total.cond_timeouts, total.kills[K_BARRIER],
            total.barrier_waits, total.barrier_broken, total.barrier_max_ms);
     for (int k = 0; k < KINDS; k++)
@@ -699,12 +550,10 @@ main(void)
 {
     tt_init();
     rlock_ops = tt_ops(100000);
-    array_ops = tt_ops(80000);
     sem_ops = tt_ops(100000);
     tokens = tt_ops(20000);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_torture_rlock_owners_killed_at_any_depth),
-        cmocka_unit_test(test_torture_locked_value_and_array_writers_killed_at_random),
         cmocka_unit_test(test_torture_semaphore_holders_killed_at_random),
         cmocka_unit_test(test_torture_condition_waiters_and_notifiers_killed_at_random),
         cmocka_unit_test(test_torture_barrier_parties_killed_at_random),

@@ -23,12 +23,19 @@ tt_init(void)
 }
 
 uint64_t
+tt_next(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+
+uint64_t
 tt_rand(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return tt_next(&rng);
 }
 
 /* Sanitizer builds are detected at compile time, so CI needs no setting for them. The factors
@@ -135,7 +142,24 @@ tt_kill_one(const pid_t *pids, int n, struct tt_progress *pr, long ops)
 }
 
 int
-tt_kill_one_and_reap(const pid_t *pids, int n, struct tt_progress *pr, long ops)
+tt_round(int (*fn)(void *), void *ctx, size_t size, int n, struct tt_progress *pr, long ops,
+         long *kills)
 {
-    return tt_reap_all(pids, n, tt_kill_one(pids, n, pr, ops));
+    pid_t pids[TT_MAX_WORKERS];
+    assert_true(n <= TT_MAX_WORKERS);
+    assert_int_equal(tt_spawn(pids, n, fn, ctx, size), 0);
+    int victim = tt_kill_one(pids, n, pr, ops);
+    int killed = tt_reap_all(pids, n, victim);
+    assert_true(killed >= 0);
+    *kills += killed;
+    return killed ? victim : -1;
+}
+
+long
+tt_sum_done(const struct tt_progress *pr, int n)
+{
+    long s = 0;
+    for (int w = 0; w < n; w++)
+        s += atomic_load(&pr->done[w]);
+    return s;
 }

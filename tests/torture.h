@@ -33,8 +33,12 @@ extern uint64_t tt_seed;
 /* tt_init - take the seed from MPIPC_TORTURE_SEED or the clock and print it. */
 void tt_init(void);
 
-/* tt_rand - the next number of the seeded stream (xorshift64). */
+/* tt_rand - the next number of the seeded stream. */
 uint64_t tt_rand(void);
+
+/* tt_next - the next number of a worker's own stream in *state (xorshift64; start it from a
+ * tt_rand() | 1). */
+uint64_t tt_next(uint64_t *state);
 
 /* tt_ops - `normal` operations per worker and round, fewer under a sanitizer, which slows
  * each operation down several times: a round then lasts about as long as in a normal build
@@ -61,7 +65,13 @@ int tt_kill_one(const pid_t *pids, int n, struct tt_progress *pr, long ops);
  * Returns the number of workers really killed (0 or 1), or -1 if a survivor failed or hung. */
 int tt_reap_all(const pid_t *pids, int n, int victim);
 
-/* tt_kill_one_and_reap - tt_kill_one, then tt_reap_all. */
-int tt_kill_one_and_reap(const pid_t *pids, int n, struct tt_progress *pr, long ops);
+/* tt_round - one round: tt_spawn n workers on fn, tt_kill_one, tt_reap_all, asserting (in the
+ * test) that spawning worked and every survivor succeeded; adds the kill to *kills. Returns the
+ * victim's index if it was really killed, else -1 (it had finished). */
+int tt_round(int (*fn)(void *), void *ctx, size_t size, int n, struct tt_progress *pr, long ops,
+             long *kills);
+
+/* tt_sum_done - the operations the first n workers completed. */
+long tt_sum_done(const struct tt_progress *pr, int n);
 
 #endif
