@@ -32,8 +32,8 @@
 #define BOUND_MS TT_BOUND_MS
 
 #define ROUNDS 40
-/* Operations per worker and round (fewer under a sanitizer): enough that a round lasts some
- * tens of milliseconds, so that the kill lands before the victim has finished. */
+/* Operations per worker and round: enough that a round lasts some tens of milliseconds, so
+ * that the kill lands before the victim has finished. */
 static long rlock_ops, sem_ops, tokens;
 
 enum { K_RLOCK, K_SEM, K_COND, K_BARRIER, KINDS };
@@ -556,7 +556,7 @@ main(void)
     tt_init();
     rlock_ops = tt_ops(100000);
     sem_ops = tt_ops(100000);
-    tokens = tt_ops(20000);
+    tokens = 5000; /* each hand-over costs context switches, hardly slower under a sanitizer */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_torture_rlock_owners_killed_at_any_depth),
         cmocka_unit_test(test_torture_semaphore_holders_killed_at_random),
