@@ -9,9 +9,10 @@
  *  - semaphore and bounded semaphore: never more holders than units; a holder that dies keeps
  *    its unit (a semaphore has no owner to give it back), so afterwards exactly the victim's
  *    held unit is missing, and a bounded semaphore refuses to go above its initial value;
- *  - condition: a bounded buffer (two conditions on one lock, producers and consumers); its
- *    counter, the predicate, stays within bounds and equals tokens added minus taken, give or
- *    take one per kill, and no wait times out while its predicate holds (a lost wake-up);
+ *  - condition: a bounded buffer (two conditions on one Lock or RLock, producers and
+ *    consumers); its counter, the predicate, stays within bounds and equals tokens added minus
+ *    taken, give or take one per kill, and no wait times out while its predicate holds (a lost
+ *    wake-up);
  *  - barrier: a party killed while waiting has arrived, so its round completes; one killed
  *    between waits makes the others time out or get MP_EBROKEN within their timeout; the
  *    survivors have passed the same rounds; arrival indices are never handed out twice; reset
@@ -222,8 +223,9 @@ test_torture_semaphore_holders_killed_at_random(void **state)
 }
 
 /* ---- condition ------------------------------------------------------------------------------
- * Python's bounded buffer: two conditions on one plain lock, producers wait while it is full,
- * consumers while it is empty. The buffer is only a counter, the predicate. */
+ * Python's bounded buffer: two conditions on one lock, producers wait while it is full,
+ * consumers while it is empty. The buffer is only a counter, the predicate. The lock is a plain
+ * Lock in even rounds and an RLock held two levels deep in odd ones. */
 
 #define PRODUCERS 2
 #define CONSUMERS 2
@@ -246,6 +248,7 @@ struct cctx {
     struct cond_shared *sh;
     struct tt_progress *pr;
     int id;
+    int depth; /* levels each worker takes the lock (an RLock in every other round) */
 };
 
 static bool
@@ -285,11 +288,22 @@ has_token_or_end(const struct cond_shared *sh)
     return sh->count > 0 || all_ended(sh);
 }
 
+/* Take the lock c->depth levels deep: a wait must drop every level and restore them all,
+ * also when it takes the lock back from a dead owner. */
 static void
 cond_lock(struct cctx *c)
 {
-    int rc = mp_lock_acquire(c->lock, BOUND_MS);
-    CHILD_CHECK(rc == 0 || rc == MP_OWNERDEAD);
+    for (int k = 0; k < c->depth; k++) {
+        int rc = mp_lock_acquire(c->lock, BOUND_MS);
+        CHILD_CHECK(rc == 0 || (k == 0 && rc == MP_OWNERDEAD));
+    }
+}
+
+static void
+cond_unlock(struct cctx *c)
+{
+    for (int k = 0; k < c->depth; k++)
+        CHILD_CHECK(mp_lock_release(c->lock) == 0);
 }
 
 static int
@@ -302,13 +316,13 @@ producer(struct cctx *c)
         c->sh->count++;
         c->sh->added++;
         CHILD_CHECK(mp_condition_notify(c->not_empty, 1) == 0);
-        CHILD_CHECK(mp_lock_release(c->lock) == 0);
+        cond_unlock(c);
         atomic_fetch_add(&c->pr->done[c->id], 1);
     }
     cond_lock(c);
     c->sh->ended[c->id] = true;
     CHILD_CHECK(mp_condition_notify_all(c->not_empty) == 0);
-    CHILD_CHECK(mp_lock_release(c->lock) == 0);
+    cond_unlock(c);
     return 0;
 }
 
@@ -326,7 +340,7 @@ consumer(struct cctx *c)
             c->sh->taken++;
             CHILD_CHECK(mp_condition_notify(c->not_full, 1) == 0);
         }
-        CHILD_CHECK(mp_lock_release(c->lock) == 0);
+        cond_unlock(c);
         if (!took)
             return 0;
         atomic_fetch_add(&c->pr->done[c->id], 1);
@@ -350,13 +364,14 @@ test_torture_condition_waiters_and_notifiers_killed_at_random(void **state)
         struct cond_shared *sh = th_shared(sizeof *sh);
         mp_lock *lock;
         mp_condition *not_empty, *not_full;
-        assert_int_equal(mp_lock_open(&lock, NULL), 0);
+        bool recursive = round % 2 == 1;
+        assert_int_equal(mp_lock_open(&lock, &(mp_lock_opts){.recursive = recursive}), 0);
         assert_int_equal(mp_condition_open(&not_empty, &(mp_condition_opts){.lock = lock}), 0);
         assert_int_equal(mp_condition_open(&not_full, &(mp_condition_opts){.lock = lock}), 0);
         struct cctx ctx[N];
         pid_t pids[N];
         for (int w = 0; w < N; w++)
-            ctx[w] = (struct cctx){lock, not_empty, not_full, sh, pr, w};
+            ctx[w] = (struct cctx){lock, not_empty, not_full, sh, pr, w, recursive ? 2 : 1};
         assert_int_equal(tt_spawn(pids, N, cond_worker, ctx, sizeof ctx[0]), 0);
         int victim = tt_kill_one(pids, N, pr, tokens);
         /* A supervisor's part, as in a Python program that watches its workers' sentinels.
