@@ -38,7 +38,7 @@
 
 static int rounds;
 static struct {
-    long kills, messages, lock_ops, atomic_ops, array_ops_done, torn, appends, dict_ops,
+    long kills, messages, dropped, lock_ops, atomic_ops, array_ops_done, torn, appends, dict_ops,
         dict_entries;
 } total;
 
@@ -59,6 +59,23 @@ struct qctx {
     uint64_t seed;
 };
 
+/* The payload length of a producer's next message, from its stream *r (which the parent
+ * replays to know which messages were streamed). */
+static uint32_t
+q_next_len(uint64_t *r)
+{
+    uint64_t x = tt_next(r);
+    return (uint32_t)(x % 8 == 0 ? x % Q_MAXMSG : x % 200);
+}
+
+/* Whether a message with this payload length is larger than the ring, so streamed. */
+static bool
+q_streamed(uint32_t len)
+{
+    size_t frame = 8 + ((sizeof(struct qmsg_hdr) + len + 7) & ~(size_t)7);
+    return frame > Q_RING;
+}
+
 static int
 q_producer(void *arg)
 {
@@ -66,8 +83,7 @@ q_producer(void *arg)
     uint64_t r = c->seed | 1;
     static uint8_t buf[sizeof(struct qmsg_hdr) + Q_MAXMSG];
     for (uint32_t seq = 0; seq < Q_PER_PRODUCER; seq++) {
-        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-        uint32_t len = (uint32_t)(r % 8 == 0 ? r % Q_MAXMSG : r % 200);
+        uint32_t len = q_next_len(&r);
         struct qmsg_hdr h = {(uint32_t)c->id, seq, len, 0};
         for (uint32_t i = 0; i < len; i++)
             buf[sizeof h + i] = (uint8_t)(r >> (i % 56));
@@ -101,9 +117,21 @@ test_torture_queue_producers_killed_at_random(void **state)
             pids[w] = th_fork(q_producer, &ctx[w]);
             assert_true(pids[w] > 0);
         }
+        /* Which messages each producer streams, replayed from its seed. */
+        bool streamed[WORKERS][Q_PER_PRODUCER];
+        for (int w = 0; w < WORKERS; w++) {
+            uint64_t r = ctx[w].seed | 1;
+            for (int i = 0; i < Q_PER_PRODUCER; i++)
+                streamed[w][i] = q_streamed(q_next_len(&r));
+        }
         /* Consume while the producers run, so the ring fills, empties and streams; kill one
-         * producer after a random number of messages. */
+         * producer after a random number of messages. The gets time out after 50 ms, so that
+         * the loop notices when everything has arrived. A get that times out in the middle of
+         * a streamed message drops it (as documented); on a busy machine a producer can be
+         * descheduled that long mid-stream. So each timed-out get allows one later gap of
+         * exactly one message, and only if that message was streamed. */
         long next_seq[WORKERS] = {0};
+        long timeouts = 0, dropped = 0;
         long got = 0, kill_at = (long)(tt_rand() % (WORKERS * Q_PER_PRODUCER));
         int victim = (int)(tt_rand() % WORKERS);
         bool fired = false;
@@ -120,6 +148,7 @@ test_torture_queue_producers_killed_at_random(void **state)
             size_t len = 0;
             int r = mp_queue_get(q, buf, sizeof buf, &len, 50);
             if (r == -ETIMEDOUT) {
+                timeouts++;
                 bool all_ended = fired;
                 for (int w = 0; w < WORKERS && all_ended; w++)
                     all_ended = tt_has_exited(pids[w]);
@@ -134,20 +163,27 @@ test_torture_queue_producers_killed_at_random(void **state)
             assert_true(h.producer < WORKERS);
             assert_int_equal(len, sizeof h + h.len);
             assert_int_equal(tt_checksum(buf + sizeof h, h.len), h.sum);
-            /* Each producer's messages in order, none twice, none skipped. */
-            assert_int_equal((long)h.seq, next_seq[h.producer]);
+            /* Each producer's messages in order, none twice, none skipped but one that a
+             * get's own timeout dropped. */
+            long skipped = (long)h.seq - next_seq[h.producer];
+            if (skipped == 1 && dropped < timeouts && streamed[h.producer][h.seq - 1])
+                dropped++;
+            else
+                assert_int_equal((long)h.seq, next_seq[h.producer]);
             next_seq[h.producer] = h.seq + 1;
             got++;
         }
         int killed = tt_reap_all(pids, WORKERS, victim);
         assert_true(killed >= 0);
         total.kills += killed;
-        /* Every message a producer completed arrived. A killed producer's message in flight may
-         * be missing or present; nothing else may be missing. */
+        /* Every message a producer completed arrived, or was dropped by a timed-out get. A
+         * killed producer's message in flight may be missing or present; nothing else may be
+         * missing. */
         long completed = 0;
         for (int w = 0; w < WORKERS; w++)
             completed += atomic_load(&pr->done[w]);
-        assert_true(got >= completed && got <= completed + killed);
+        assert_true(got + dropped >= completed && got + dropped <= completed + killed);
+        total.dropped += dropped;
         assert_int_equal(mp_queue_qsize(q), 0);
         total.messages += got;
         th_shared_free(pr, sizeof *pr);
@@ -635,11 +671,12 @@ test_torture_summary(void **state)
 {
     (void)state;
     printf(
-        "torture: seed %llu, %ld kills, %ld messages, %ld locked increments, %ld atomic adds, "
-        "%ld locked value/array operations (%ld torn arrays repaired), %ld list appends, %ld dict "
-        "operations (%ld entries checked)\n",
-        (unsigned long long)tt_seed, total.kills, total.messages, total.lock_ops, total.atomic_ops,
-        total.array_ops_done, total.torn, total.appends, total.dict_ops, total.dict_entries);
+        "torture: seed %llu, %ld kills, %ld messages (streamed and dropped by a timed-out get: "
+        "%ld), %ld locked increments, %ld atomic adds, %ld locked value/array operations "
+        "(%ld torn arrays repaired), %ld list appends, %ld dict operations (%ld entries checked)\n",
+        (unsigned long long)tt_seed, total.kills, total.messages, total.dropped, total.lock_ops,
+        total.atomic_ops, total.array_ops_done, total.torn, total.appends, total.dict_ops,
+        total.dict_entries);
     assert_true(total.kills > 0);
 }
 

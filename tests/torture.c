@@ -20,6 +20,10 @@ tt_init(void)
     tt_seed = s != NULL ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
     rng = tt_seed | 1;
     printf("torture: seed %llu (set MPIPC_TORTURE_SEED to repeat)\n", (unsigned long long)tt_seed);
+    /* To repeat one kind alone: MPIPC_TORTURE_ONLY='*queue*' (a cmocka name pattern). */
+    const char *only = getenv("MPIPC_TORTURE_ONLY");
+    if (only != NULL)
+        cmocka_set_test_filter(only);
 }
 
 uint64_t

@@ -30,7 +30,8 @@ struct tt_progress {
 
 extern uint64_t tt_seed;
 
-/* tt_init - take the seed from MPIPC_TORTURE_SEED or the clock and print it. */
+/* tt_init - take the seed from MPIPC_TORTURE_SEED or the clock and print it; run only the
+ * tests whose names match MPIPC_TORTURE_ONLY (a cmocka pattern such as '*queue*') if set. */
 void tt_init(void);
 
 /* tt_rand - the next number of the seeded stream. */
