@@ -36,7 +36,8 @@
 #define WORKERS 3
 #define BOUND_MS TT_BOUND_MS
 
-static int rounds;
+#define ROUNDS 100 /* fast enough under every sanitizer: not scaled */
+
 static struct {
     long kills, messages, dropped, lock_ops, atomic_ops, array_ops_done, torn, appends, dict_ops,
         dict_entries;
@@ -106,7 +107,7 @@ test_torture_queue_producers_killed_at_random(void **state)
 {
     (void)state;
     static uint8_t buf[sizeof(struct qmsg_hdr) + Q_MAXMSG];
-    for (int round = 0; round < rounds; round++) {
+    for (int round = 0; round < ROUNDS; round++) {
         mp_queue *q;
         assert_int_equal(mp_queue_open(&q, &(mp_queue_opts){.capacity = Q_RING}), 0);
         struct tt_progress *pr = th_shared(sizeof *pr);
@@ -238,7 +239,7 @@ atomic_worker(void *arg)
 static void
 counter_rounds(bool locked)
 {
-    for (int round = 0; round < rounds; round++) {
+    for (int round = 0; round < ROUNDS; round++) {
         struct tt_progress *pr = th_shared(sizeof *pr);
         long *counter = th_shared(sizeof *counter);
         mp_lock *lock = NULL;
@@ -445,7 +446,7 @@ test_torture_list_appenders_killed_at_random(void **state)
     (void)state;
     mp_manager *m;
     assert_int_equal(mp_manager_open(&m, NULL), 0);
-    for (int round = 0; round < rounds / 3; round++) {
+    for (int round = 0; round < ROUNDS / 3; round++) {
         mp_list *l;
         assert_int_equal(mp_list_open(&l, m, NULL, 0), 0);
         struct tt_progress *pr = th_shared(sizeof *pr);
@@ -616,7 +617,7 @@ test_torture_dict_writers_killed_at_random(void **state)
     assert_int_equal(mp_manager_open(&m, NULL), 0);
     mp_dict *d;
     assert_int_equal(mp_dict_open(&d, m), 0);
-    for (int round = 0; round < rounds / 3; round++) {
+    for (int round = 0; round < ROUNDS / 3; round++) {
         assert_int_equal(mp_dict_clear(d), 0);
         struct tt_progress *pr = th_shared(sizeof *pr);
         struct dmodel *model = th_shared(sizeof *model);
@@ -684,7 +685,6 @@ int
 main(void)
 {
     tt_init();
-    rounds = 100; /* fast enough under every sanitizer: no scaling */
     array_ops = tt_ops(80000);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_torture_queue_producers_killed_at_random),
