@@ -1094,8 +1094,8 @@ test_barrier_killed_while_running_the_action_breaks_at_the_timeout(void **state)
     assert_int_equal(mp_barrier_open(&S->bar, 2, &(mp_barrier_opts){.action = count_action}), 0);
     pid_t k = th_fork(die_in_barrier_action_child, "sync.barrier.action");
     assert_true(k > 0);
-    /* The child arrives last (it waits until we wait), dies in the action holding the barrier's mutex;
-     * our wait ends at its deadline and the barrier is broken. */
+    /* The child arrives last (it waits until we wait), dies in the action holding the
+     * barrier's mutex; our wait ends at its deadline and the barrier is broken. */
     int64_t t0 = th_now_ms();
     int r = mp_barrier_wait(S->bar, 300);
     int64_t dt = th_now_ms() - t0;
