@@ -1052,8 +1052,11 @@ static int
 die_in_barrier_action_child(void *arg)
 {
     int64_t end = th_now_ms() + 10000;
-    while (mp_barrier_n_waiting(S->bar) != 1 && th_now_ms() < end)
+    while (mp_barrier_n_waiting(S->bar) < 1) {
+        if (th_now_ms() > end)
+            return 2;
         sched_yield();
+    }
     return die_in_barrier_child(arg);
 }
 

@@ -1,104 +1,49 @@
 /*
  * test_torture.c - crash torture: workers are SIGKILLed at random moments, over and over, while
- * they use a queue (messages smaller and larger than its ring), a lock, an atomic value and a
- * manager list. After each round the survivors must have finished within a bound and the shared
- * state must satisfy its invariants:
+ * they use a queue (messages smaller and larger than its ring), a lock, an atomic value, a
+ * locked value and array, a manager list and a manager dict (the other sync primitives are in
+ * test_torture_sync.c). After each round the survivors must have finished within a bound and the
+ * shared state must satisfy its invariants:
  *
  *  - queue: every message arrives whole (its checksum matches), at most once, in each
  *    producer's order; a message is missing only if its producer was killed putting it;
  *  - lock: the counter it guards equals the increments the workers completed, give or take one
  *    per kill (a worker killed between its increment and its own record of it);
  *  - value: the same for lock-free atomic adds;
+ *  - value and array under one rlock: the value counts the locked writes (as the lock); a
+ *    write sets every element of the array to one value; a reader under the lock never sees a
+ *    torn array unless its acquire returned MP_OWNERDEAD (the writer died mid-write), and then
+ *    it repairs it before releasing;
  *  - manager list: every item is well formed, no worker's item appears twice or out of order,
- *    and the length is the appends completed, give or take one per kill.
+ *    and the length is the appends completed, give or take one per kill;
+ *  - manager dict: every entry is well formed (its value names its key and its checksum
+ *    matches), no key is unknown or twice, len() matches the snapshot, and every key holds
+ *    exactly what its worker last stored, except the keys of the victim's operation in flight,
+ *    which may hold the state before or after it.
  *
- * The seed comes from MPIPC_TORTURE_SEED or the clock and is printed, so a failure reproduces;
- * a summary line gives the counts. Kill moments are random on purpose (that is the fault being
- * injected); no sleep is used to order anything the assertions depend on.
+ * The shared machinery (seed, kills, reaping) is in torture.{c,h}; a summary line gives the
+ * counts.
  */
 #define _GNU_SOURCE
-#include "helpers.h"
 #include "internal.h"
+#include "torture.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 
-/* Rounds per test (the list test runs a third): MPIPC_TORTURE_ROUNDS, or 100, or 25 under
- * valgrind, where every operation is tens of times slower. */
-#define ROUNDS 100
-#define VALGRIND_ROUNDS 25
 #define WORKERS 3
-#define BOUND_MS 20000
+#define BOUND_MS TT_BOUND_MS
 
-static uint64_t rng, seed;
-static int rounds;
+#define ROUNDS 100 /* fast enough under every sanitizer: scaled only under valgrind */
+
 static struct {
-    long kills, messages, lock_ops, atomic_ops, appends;
+    long kills, messages, lock_ops, atomic_ops, array_ops_done, torn, appends, dict_ops,
+        dict_entries;
 } total;
 
-static uint64_t
-next_rand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-/* Per-worker progress in shared memory: how many operations it has completed (and recorded). */
-struct progress {
-    _Atomic long done[WORKERS];
-    _Atomic long attempted[WORKERS];
-};
-
-/* True once pid has ended; it stays unreaped (WNOWAIT) for th_wait. */
-static bool
-has_exited(pid_t pid)
-{
-    siginfo_t si = {0};
-    return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
-}
-
-/* Reap every worker within the bound. The victim may have been killed (then it counts) or have
- * finished first; every other worker must have ended by itself, successfully. Returns the
- * number of workers really killed (0 or 1), or -1 if a survivor failed or hung. */
-static int
-reap_all(pid_t *pids, int victim)
-{
-    int killed = 0;
-    for (int w = 0; w < WORKERS; w++) {
-        int st = th_wait(pids[w], BOUND_MS);
-        if (w == victim && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) {
-            killed = 1;
-            continue;
-        }
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-            fprintf(stderr, "torture: worker %d ended with status %#x\n", w, st);
-            return -1;
-        }
-    }
-    return killed;
-}
-
-/* Kill one random worker once it has attempted a random number of its `ops` operations (or
- * has ended), then reap them all. */
-static int
-kill_one_and_reap(pid_t *pids, struct progress *pr, long ops)
-{
-    int victim = (int)(next_rand() % WORKERS);
-    long at = (long)(next_rand() % (uint64_t)ops);
-    int64_t deadline = th_now_ms() + BOUND_MS;
-    while (atomic_load(&pr->attempted[victim]) < at && th_now_ms() < deadline &&
-           !has_exited(pids[victim]))
-        sched_yield();
-    kill(pids[victim], SIGKILL);
-    return reap_all(pids, victim);
-}
-
-/* ---- queue ------------------------------------------------------------------------------------ */
+/* ---- queue ----------------------------------------------------------------------------------- */
 
 #define Q_RING 4096
 #define Q_MAXMSG (3 * Q_RING) /* one message in eight is larger than the ring: streamed */
@@ -108,21 +53,21 @@ struct qmsg_hdr {
     uint32_t producer, seq, len, sum;
 };
 
-static uint32_t
-checksum(const uint8_t *p, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
-}
-
 struct qctx {
     mp_queue *q;
-    struct progress *pr;
+    struct tt_progress *pr;
     int id;
     uint64_t seed;
 };
+
+/* The payload length of a producer's next message, from its stream *r (which the parent
+ * replays to know which messages were streamed). */
+static uint32_t
+q_next_len(uint64_t *r)
+{
+    uint64_t x = tt_next(r);
+    return (uint32_t)(x % 8 == 0 ? x % Q_MAXMSG : x % 200);
+}
 
 static int
 q_producer(void *arg)
@@ -131,12 +76,11 @@ q_producer(void *arg)
     uint64_t r = c->seed | 1;
     static uint8_t buf[sizeof(struct qmsg_hdr) + Q_MAXMSG];
     for (uint32_t seq = 0; seq < Q_PER_PRODUCER; seq++) {
-        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-        uint32_t len = (uint32_t)(r % 8 == 0 ? r % Q_MAXMSG : r % 200);
+        uint32_t len = q_next_len(&r);
         struct qmsg_hdr h = {(uint32_t)c->id, seq, len, 0};
         for (uint32_t i = 0; i < len; i++)
             buf[sizeof h + i] = (uint8_t)(r >> (i % 56));
-        h.sum = checksum(buf + sizeof h, len);
+        h.sum = tt_checksum(buf + sizeof h, len);
         memcpy(buf, &h, sizeof h);
         atomic_fetch_add(&c->pr->attempted[c->id], 1);
         int pr_ = mp_queue_put(c->q, buf, sizeof h + len, BOUND_MS);
@@ -148,14 +92,14 @@ q_producer(void *arg)
         atomic_fetch_add(&c->pr->done[c->id], 1);
     }
     /* The end marker: seq Q_PER_PRODUCER, no payload. */
-    struct qmsg_hdr h = {(uint32_t)c->id, Q_PER_PRODUCER, 0, checksum(NULL, 0)};
+    struct qmsg_hdr h = {(uint32_t)c->id, Q_PER_PRODUCER, 0, tt_checksum(NULL, 0)};
     return mp_queue_put(c->q, &h, sizeof h, BOUND_MS) == 0 ? 0 : 1;
 }
 
 /* True while a producer may still put: it has not sent its end marker and was not killed (a
  * SIGKILLed process never returns to user space, so once kill() returned it puts nothing). */
 static bool
-may_still_put(const long *next_seq, int w, int victim, bool fired)
+q_may_still_put(const long *next_seq, int w, int victim, bool fired)
 {
     return next_seq[w] <= Q_PER_PRODUCER && !(fired && w == victim);
 }
@@ -165,22 +109,26 @@ test_torture_queue_producers_killed_at_random(void **state)
 {
     (void)state;
     static uint8_t buf[sizeof(struct qmsg_hdr) + Q_MAXMSG];
-    for (int round = 0; round < rounds; round++) {
+    for (int round = 0; round < tt_rounds(ROUNDS); round++) {
         mp_queue *q;
         assert_int_equal(mp_queue_open(&q, &(mp_queue_opts){.capacity = Q_RING}), 0);
-        struct progress *pr = th_shared(sizeof *pr);
+        struct tt_progress *pr = th_shared(sizeof *pr);
         struct qctx ctx[WORKERS];
         pid_t pids[WORKERS];
         for (int w = 0; w < WORKERS; w++) {
-            ctx[w] = (struct qctx){q, pr, w, next_rand()};
+            ctx[w] = (struct qctx){q, pr, w, tt_rand()};
             pids[w] = th_fork(q_producer, &ctx[w]);
             assert_true(pids[w] > 0);
         }
         /* Consume while the producers run, so the ring fills, empties and streams; kill one
-         * producer after a random number of messages. */
+         * producer after a random number of messages. A get that times out in the middle of a
+         * streamed message drops it (as documented), so while a producer that was not killed
+         * may still put, the get waits up to the bound; short gets (which let the loop notice
+         * that everything has arrived) only drain what ended producers left, where the only
+         * message a timeout may drop is the killed producer's in-flight one. */
         long next_seq[WORKERS] = {0};
-        long got = 0, kill_at = (long)(next_rand() % (WORKERS * Q_PER_PRODUCER));
-        int victim = (int)(next_rand() % WORKERS);
+        long got = 0, kill_at = (long)(tt_rand() % (WORKERS * Q_PER_PRODUCER));
+        int victim = (int)(tt_rand() % WORKERS);
         bool fired = false;
         int64_t deadline = th_now_ms() + BOUND_MS;
         for (;;) {
@@ -192,20 +140,16 @@ test_torture_queue_producers_killed_at_random(void **state)
                 kill(pids[victim], SIGKILL);
                 fired = true;
             }
-            /* A get that times out in the middle of a streamed message drops it (as documented),
-             * so while a live producer may still put, the get waits up to the bound; short
-             * gets only drain what the ended producers left (a killed producer's in-flight
-             * message may be dropped: that one may be missing anyway). */
             bool live = false;
             for (int w = 0; w < WORKERS; w++)
-                live = live || may_still_put(next_seq, w, victim, fired);
+                live = live || q_may_still_put(next_seq, w, victim, fired);
             int64_t left = deadline - th_now_ms();
             size_t len = 0;
             int r = mp_queue_get(q, buf, sizeof buf, &len, live ? (int)(left > 0 ? left : 1) : 50);
             if (r == -ETIMEDOUT && !live) {
                 bool all_ended = true;
                 for (int w = 0; w < WORKERS && all_ended; w++)
-                    all_ended = has_exited(pids[w]);
+                    all_ended = tt_has_exited(pids[w]);
                 if (all_ended && mp_queue_qsize(q) == 0)
                     break;
                 continue;
@@ -218,17 +162,17 @@ test_torture_queue_producers_killed_at_random(void **state)
             memcpy(&h, buf, sizeof h);
             assert_true(h.producer < WORKERS);
             assert_int_equal(len, sizeof h + h.len);
-            assert_int_equal(checksum(buf + sizeof h, h.len), h.sum);
+            assert_int_equal(tt_checksum(buf + sizeof h, h.len), h.sum);
             /* Each producer's messages in order, none twice, none skipped. */
             assert_int_equal((long)h.seq, next_seq[h.producer]);
             next_seq[h.producer] = h.seq + 1;
             got += h.seq < Q_PER_PRODUCER;
         }
-        int killed = reap_all(pids, victim);
+        int killed = tt_reap_all(pids, WORKERS, victim);
         assert_true(killed >= 0);
         total.kills += killed;
-        /* Every message a producer completed arrived. A killed producer's message in flight may
-         * be missing or present; nothing else may be missing. */
+        /* Every message a producer completed arrived; a killed producer's message in flight
+         * may be missing or present; nothing else may be missing. */
         long completed = 0;
         for (int w = 0; w < WORKERS; w++)
             completed += atomic_load(&pr->done[w]);
@@ -248,7 +192,7 @@ struct cctx {
     mp_lock *lock;
     long *counter;
     mp_value *value;
-    struct progress *pr;
+    struct tt_progress *pr;
     int id;
 };
 
@@ -287,8 +231,8 @@ atomic_worker(void *arg)
 static void
 counter_rounds(bool locked)
 {
-    for (int round = 0; round < rounds; round++) {
-        struct progress *pr = th_shared(sizeof *pr);
+    for (int round = 0; round < tt_rounds(ROUNDS); round++) {
+        struct tt_progress *pr = th_shared(sizeof *pr);
         long *counter = th_shared(sizeof *counter);
         mp_lock *lock = NULL;
         mp_value *value = NULL;
@@ -297,15 +241,10 @@ counter_rounds(bool locked)
         else
             assert_int_equal(mp_value_open(&value, 'q', &(mp_value_opts){.raw = true}), 0);
         struct cctx ctx[WORKERS];
-        pid_t pids[WORKERS];
-        for (int w = 0; w < WORKERS; w++) {
+        for (int w = 0; w < WORKERS; w++)
             ctx[w] = (struct cctx){lock, counter, value, pr, w};
-            pids[w] = th_fork(locked ? lock_worker : atomic_worker, &ctx[w]);
-            assert_true(pids[w] > 0);
-        }
-        int killed = kill_one_and_reap(pids, pr, OPS);
-        assert_true(killed >= 0);
-        total.kills += killed;
+        int killed = tt_round(locked ? lock_worker : atomic_worker, ctx, sizeof ctx[0], WORKERS, pr,
+                              OPS, &total.kills) >= 0;
         long done = 0;
         for (int w = 0; w < WORKERS; w++)
             done += atomic_load(&pr->done[w]);
@@ -345,13 +284,137 @@ test_torture_atomic_adders_killed_at_random(void **state)
     counter_rounds(false);
 }
 
-/* ---- manager list ------------------------------------------------------------------------------ */
+/* ---- value and array under one rlock --------------------------------------------------------- */
+
+#define ARRAY_LEN 16
+#define ARRAY_ROUNDS 40
+
+/* Operations per worker and round: tt_ops(80000), fewer under a sanitizer. */
+static long array_ops;
+
+struct actx {
+    mp_lock *lock;
+    mp_value *count;
+    mp_array *arr;
+    struct tt_progress *pr;
+    struct tt_progress *writes; /* done: the writing operations completed */
+    _Atomic long *repaired;
+    int id;
+    uint64_t seed;
+};
+
+/* True if every element holds the same value, and that value is one a worker wrote. */
+static bool
+array_whole(const int64_t *a, const struct tt_progress *pr)
+{
+    for (int i = 1; i < ARRAY_LEN; i++)
+        if (a[i] != a[0])
+            return false;
+    if (a[0] == 0)
+        return true; /* as opened */
+    long w = (long)(a[0] >> 32), seq = (long)(a[0] & 0xffffffff);
+    return w >= 1 && w <= WORKERS && seq < atomic_load(&pr->attempted[w - 1]);
+}
+
+static void
+array_write(struct actx *c, int64_t v, bool by_element)
+{
+    if (by_element) {
+        for (int i = 0; i < ARRAY_LEN; i++)
+            CHILD_CHECK(mp_array_set(c->arr, i, &v, sizeof v) == 0);
+    } else {
+        int64_t buf[ARRAY_LEN];
+        for (int i = 0; i < ARRAY_LEN; i++)
+            buf[i] = v;
+        CHILD_CHECK(mp_array_set_slice(c->arr, 0, ARRAY_LEN, buf, sizeof buf) == 0);
+    }
+}
+
+static int
+array_worker(void *arg)
+{
+    struct actx *c = arg;
+    uint64_t r = c->seed | 1;
+    for (long i = 0; i < array_ops; i++) {
+        uint64_t x = tt_next(&r);
+        atomic_fetch_add(&c->pr->attempted[c->id], 1);
+        int rc = mp_lock_acquire(c->lock, BOUND_MS);
+        CHILD_CHECK(rc == 0 || rc == MP_OWNERDEAD);
+        int64_t a[ARRAY_LEN];
+        CHILD_CHECK(mp_array_get_slice(c->arr, 0, ARRAY_LEN, a, sizeof a) == ARRAY_LEN);
+        int64_t mark = (int64_t)(c->id + 1) << 32 | i;
+        if (!array_whole(a, c->pr)) {
+            /* Torn only if the last writer died in the middle: then this caller took the lock
+             * from a dead owner, and repairs the array before anyone else can look. */
+            CHILD_CHECK(rc == MP_OWNERDEAD);
+            array_write(c, mark, false);
+            atomic_fetch_add(c->repaired, 1);
+        }
+        if (x % 3 != 0) {
+            int64_t n;
+            CHILD_CHECK(mp_value_get(c->count, &n, sizeof n) == 0);
+            n++;
+            CHILD_CHECK(mp_value_set(c->count, &n, sizeof n) == 0);
+            array_write(c, mark, x % 2 == 0);
+        }
+        CHILD_CHECK(mp_lock_release(c->lock) == 0);
+        if (x % 3 != 0)
+            atomic_fetch_add(&c->writes->done[c->id], 1);
+        atomic_fetch_add(&c->pr->done[c->id], 1);
+    }
+    return 0;
+}
+
+static void
+test_torture_locked_value_and_array_writers_killed_at_random(void **state)
+{
+    (void)state;
+    for (int round = 0; round < tt_rounds(ARRAY_ROUNDS); round++) {
+        struct tt_progress *pr = th_shared(sizeof *pr);
+        _Atomic long *repaired = th_shared(sizeof *repaired);
+        mp_lock *l;
+        mp_value *count;
+        mp_array *arr;
+        assert_int_equal(mp_rlock_open(&l), 0);
+        assert_int_equal(mp_value_open(&count, 'q', &(mp_value_opts){.lock = l}), 0);
+        assert_int_equal(mp_array_open(&arr, 'q', ARRAY_LEN, &(mp_value_opts){.lock = l}), 0);
+        struct tt_progress *writes = th_shared(sizeof *writes);
+        struct actx ctx[WORKERS];
+        for (int w = 0; w < WORKERS; w++)
+            ctx[w] = (struct actx){l, count, arr, pr, writes, repaired, w, tt_rand()};
+        int victim =
+            tt_round(array_worker, ctx, sizeof ctx[0], WORKERS, pr, array_ops, &total.kills);
+        int rc = mp_lock_acquire(l, BOUND_MS);
+        assert_true(rc == 0 || (rc == MP_OWNERDEAD && victim >= 0));
+        int64_t a[ARRAY_LEN], n;
+        assert_int_equal(mp_array_get_slice(arr, 0, ARRAY_LEN, a, sizeof a), ARRAY_LEN);
+        if (!array_whole(a, pr)) {
+            assert_int_equal(rc, MP_OWNERDEAD);
+            total.torn++;
+        }
+        assert_int_equal(mp_value_get(count, &n, sizeof n), 0);
+        /* The value counts the writing operations completed, give or take the victim's. */
+        long wrote = tt_sum_done(writes, WORKERS), done = tt_sum_done(pr, WORKERS);
+        assert_true(n >= wrote && n <= wrote + (victim >= 0));
+        assert_int_equal(mp_lock_release(l), 0);
+        total.array_ops_done += done;
+        total.torn += atomic_load(repaired);
+        mp_array_close(arr);
+        mp_value_close(count);
+        mp_lock_close(l);
+        th_shared_free(writes, sizeof *writes);
+        th_shared_free(repaired, sizeof *repaired);
+        th_shared_free(pr, sizeof *pr);
+    }
+}
+
+/* ---- manager list ---------------------------------------------------------------------------- */
 
 #define LIST_OPS 2000
 
 struct lctx {
     mp_list *list;
-    struct progress *pr;
+    struct tt_progress *pr;
     int id;
 };
 
@@ -375,20 +438,15 @@ test_torture_list_appenders_killed_at_random(void **state)
     (void)state;
     mp_manager *m;
     assert_int_equal(mp_manager_open(&m, NULL), 0);
-    for (int round = 0; round < (rounds >= 3 ? rounds / 3 : rounds); round++) {
+    for (int round = 0; round < tt_rounds(ROUNDS / 3); round++) {
         mp_list *l;
         assert_int_equal(mp_list_open(&l, m, NULL, 0), 0);
-        struct progress *pr = th_shared(sizeof *pr);
+        struct tt_progress *pr = th_shared(sizeof *pr);
         struct lctx ctx[WORKERS];
-        pid_t pids[WORKERS];
-        for (int w = 0; w < WORKERS; w++) {
+        for (int w = 0; w < WORKERS; w++)
             ctx[w] = (struct lctx){l, pr, w};
-            pids[w] = th_fork(append_worker, &ctx[w]);
-            assert_true(pids[w] > 0);
-        }
-        int killed = kill_one_and_reap(pids, pr, LIST_OPS);
-        assert_true(killed >= 0);
-        total.kills += killed;
+        int killed =
+            tt_round(append_worker, ctx, sizeof ctx[0], WORKERS, pr, LIST_OPS, &total.kills) >= 0;
         long done = 0;
         for (int w = 0; w < WORKERS; w++)
             done += atomic_load(&pr->done[w]);
@@ -411,31 +469,221 @@ test_torture_list_appenders_killed_at_random(void **state)
     mp_manager_close(m);
 }
 
+/* ---- manager dict ------------------------------------------------------------------------------
+ * Each worker owns KEYS keys ("k<worker>.<i>") and sets, pops and updates (three keys at once)
+ * them at random. A value is bytes that name their key and a version and end in a checksum.
+ * The worker records, in shared memory, the version each of its keys holds (0: absent) after
+ * every operation, and before each operation what it is about to change, so after the kill the
+ * parent knows the exact contents for the survivors' keys and the two possible states of each
+ * key the victim's operation in flight touched. */
+
+#define KEYS 8
+#define DICT_OPS 1500
+#define DICT_MAXPAY 256
+
+struct dmodel {
+    _Atomic uint32_t version[WORKERS][KEYS]; /* committed state of each key; 0: absent */
+    struct {
+        _Atomic int valid; /* set after key/next are written, cleared once version is */
+        int n;
+        int key[3];
+        uint32_t next[3]; /* the version the operation stores; 0: it removes the key */
+    } inflight[WORKERS];
+};
+
+struct dctx {
+    mp_dict *dict;
+    struct tt_progress *pr;
+    struct dmodel *model;
+    int id;
+    uint64_t seed;
+};
+
+/* A value: key id, version, payload length, payload, checksum of all before it. */
+static size_t
+dval_make(uint8_t *buf, uint32_t keyid, uint32_t version)
+{
+    uint32_t len = (keyid * 2654435761u ^ version * 40503u) % DICT_MAXPAY;
+    memcpy(buf, &keyid, 4);
+    memcpy(buf + 4, &version, 4);
+    memcpy(buf + 8, &len, 4);
+    for (uint32_t i = 0; i < len; i++)
+        buf[12 + i] = (uint8_t)(version + i * 7);
+    uint32_t sum = tt_checksum(buf, 12 + len);
+    memcpy(buf + 12 + len, &sum, 4);
+    return 16 + len;
+}
+
+/* The version a value holds if it is well formed and belongs to keyid; 0 otherwise. */
+static uint32_t
+dval_version(const mp_item *v, uint32_t keyid)
+{
+    if (v->type != MP_ITEM_BYTES || v->v.s.len < 16)
+        return 0;
+    const uint8_t *b = (const uint8_t *)v->v.s.ptr;
+    uint32_t id, version, len, sum;
+    memcpy(&id, b, 4);
+    memcpy(&version, b + 4, 4);
+    memcpy(&len, b + 8, 4);
+    if (id != keyid || len != v->v.s.len - 16)
+        return 0;
+    memcpy(&sum, b + 12 + len, 4);
+    return sum == tt_checksum(b, 12 + len) ? version : 0;
+}
+
+static void
+dkey_name(char *buf, int worker, int i)
+{
+    snprintf(buf, 16, "k%d.%d", worker, i);
+}
+
+static int
+dict_worker(void *arg)
+{
+    struct dctx *c = arg;
+    uint64_t r = c->seed | 1;
+    uint32_t version = 0;
+    static uint8_t vbuf[3][16 + DICT_MAXPAY];
+    char names[3][16];
+    for (int op = 0; op < DICT_OPS; op++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        int kind = (int)(r % 4), n = kind == 3 ? 3 : 1;
+        mp_item keys[3], vals[3];
+        struct dmodel *m = c->model;
+        m->inflight[c->id].n = n;
+        for (int k = 0; k < n; k++) {
+            int key = (int)((r >> 8) % KEYS + (uint64_t)k) % KEYS; /* distinct */
+            m->inflight[c->id].key[k] = key;
+            m->inflight[c->id].next[k] = kind == 2 ? 0 : ++version;
+            dkey_name(names[k], c->id, key);
+            keys[k] = mp_item_str(names[k]);
+            size_t len = dval_make(vbuf[k], (uint32_t)(c->id * KEYS + key), version);
+            vals[k] = mp_item_bytes(vbuf[k], len);
+        }
+        atomic_store(&m->inflight[c->id].valid, 1);
+        atomic_fetch_add(&c->pr->attempted[c->id], 1);
+        int key0 = m->inflight[c->id].key[0];
+        uint32_t had = atomic_load(&m->version[c->id][key0]);
+        if (kind == 2) {
+            mp_item none = mp_item_none(), out;
+            CHILD_CHECK(mp_dict_pop(c->dict, &keys[0], &none, &out) == 0);
+            /* What was there is exactly what this worker last stored under the key. */
+            if (had == 0)
+                CHILD_CHECK(out.type == MP_ITEM_NONE);
+            else
+                CHILD_CHECK(dval_version(&out, (uint32_t)(c->id * KEYS + key0)) == had);
+            mp_item_clear(&out);
+        } else if (n == 1) {
+            CHILD_CHECK(mp_dict_set(c->dict, &keys[0], &vals[0]) == 0);
+        } else {
+            CHILD_CHECK(mp_dict_update(c->dict, keys, vals, 3) == 0);
+        }
+        for (int k = 0; k < n; k++)
+            atomic_store(&m->version[c->id][m->inflight[c->id].key[k]], m->inflight[c->id].next[k]);
+        atomic_store(&m->inflight[c->id].valid, 0);
+        atomic_fetch_add(&c->pr->done[c->id], 1);
+    }
+    return 0;
+}
+
+/* The states key i of worker w may be in after the round: its committed version, or (a key
+ * the victim's operation in flight touched) the version that operation stores. */
+static bool
+dict_state_ok(const struct dmodel *m, int w, int i, uint32_t found)
+{
+    if (found == atomic_load(&m->version[w][i]))
+        return true;
+    if (!atomic_load(&m->inflight[w].valid))
+        return false;
+    for (int k = 0; k < m->inflight[w].n; k++)
+        if (m->inflight[w].key[k] == i && m->inflight[w].next[k] == found)
+            return true;
+    return false;
+}
+
+static void
+test_torture_dict_writers_killed_at_random(void **state)
+{
+    (void)state;
+    mp_manager *m;
+    assert_int_equal(mp_manager_open(&m, NULL), 0);
+    mp_dict *d;
+    assert_int_equal(mp_dict_open(&d, m), 0);
+    for (int round = 0; round < tt_rounds(ROUNDS / 3); round++) {
+        assert_int_equal(mp_dict_clear(d), 0);
+        struct tt_progress *pr = th_shared(sizeof *pr);
+        struct dmodel *model = th_shared(sizeof *model);
+        struct dctx ctx[WORKERS];
+        for (int w = 0; w < WORKERS; w++)
+            ctx[w] = (struct dctx){d, pr, model, w, tt_rand()};
+        int victim = tt_round(dict_worker, ctx, sizeof ctx[0], WORKERS, pr, DICT_OPS, &total.kills);
+        /* A survivor's operation is never in flight now. */
+        for (int w = 0; w < WORKERS; w++)
+            if (w != victim)
+                assert_int_equal(atomic_load(&model->inflight[w].valid), 0);
+        ssize_t len = mp_dict_len(d);
+        mp_item *keys, *vals;
+        size_t n;
+        assert_int_equal(mp_dict_items(d, &keys, &vals, &n), 0);
+        assert_int_equal((size_t)len, n);
+        bool seen[WORKERS][KEYS] = {{false}};
+        for (size_t j = 0; j < n; j++) {
+            int w, i, end = 0;
+            assert_int_equal(keys[j].type, MP_ITEM_STR);
+            char name[16] = {0};
+            assert_true(keys[j].v.s.len < sizeof name);
+            memcpy(name, keys[j].v.s.ptr, keys[j].v.s.len);
+            assert_int_equal(sscanf(name, "k%d.%d%n", &w, &i, &end), 2);
+            assert_true(w >= 0 && w < WORKERS && i >= 0 && i < KEYS &&
+                        (size_t)end == keys[j].v.s.len);
+            assert_false(seen[w][i]); /* no key twice */
+            seen[w][i] = true;
+            uint32_t version = dval_version(&vals[j], (uint32_t)(w * KEYS + i));
+            assert_true(version != 0); /* well formed, and the value of this key */
+            assert_true(dict_state_ok(model, w, i, version));
+        }
+        /* Every key that is absent may be absent. */
+        for (int w = 0; w < WORKERS; w++)
+            for (int i = 0; i < KEYS; i++)
+                if (!seen[w][i])
+                    assert_true(dict_state_ok(model, w, i, 0));
+        mp_items_free(keys, n);
+        mp_items_free(vals, n);
+        for (int w = 0; w < WORKERS; w++)
+            total.dict_ops += atomic_load(&pr->done[w]);
+        total.dict_entries += (long)n;
+        th_shared_free(model, sizeof *model);
+        th_shared_free(pr, sizeof *pr);
+    }
+    mp_dict_close(d);
+    mp_manager_close(m);
+}
+
 static void
 test_torture_summary(void **state)
 {
     (void)state;
-    printf("torture: seed %llu, %d rounds, %ld kills, %ld messages, %ld locked increments, "
-           "%ld atomic adds, %ld list appends\n",
-           (unsigned long long)seed, rounds, total.kills, total.messages, total.lock_ops,
-           total.atomic_ops, total.appends);
+    printf("torture: seed %llu, %ld kills, %ld messages, %ld locked increments, %ld atomic adds, "
+           "%ld locked value/array operations (%ld torn arrays repaired), %ld list appends, "
+           "%ld dict operations (%ld entries checked)\n",
+           (unsigned long long)tt_seed, total.kills, total.messages, total.lock_ops,
+           total.atomic_ops, total.array_ops_done, total.torn, total.appends, total.dict_ops,
+           total.dict_entries);
     assert_true(total.kills > 0);
 }
 
 int
 main(void)
 {
-    const char *s = getenv("MPIPC_TORTURE_SEED");
-    seed = s != NULL ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
-    rng = seed | 1;
-    const char *r = getenv("MPIPC_TORTURE_ROUNDS");
-    rounds = r != NULL ? atoi(r) : th_valgrind() ? VALGRIND_ROUNDS : ROUNDS;
-    printf("torture: seed %llu (set MPIPC_TORTURE_SEED to repeat)\n", (unsigned long long)seed);
+    tt_init();
+    array_ops = tt_ops(80000);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_torture_queue_producers_killed_at_random),
         cmocka_unit_test(test_torture_lock_holders_killed_at_random),
         cmocka_unit_test(test_torture_atomic_adders_killed_at_random),
+        cmocka_unit_test(test_torture_locked_value_and_array_writers_killed_at_random),
         cmocka_unit_test(test_torture_list_appenders_killed_at_random),
+        cmocka_unit_test(test_torture_dict_writers_killed_at_random),
         cmocka_unit_test(test_torture_summary),
     };
     return th_run_tests(tests);
