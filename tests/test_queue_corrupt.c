@@ -199,6 +199,31 @@ test_queue_get_refuses_chunks_that_do_not_add_up(void **state)
     assert_child_ok(th_fork(child_bad_chunks, NULL));
 }
 
+/* A cached head that is more than a ring behind the tail made a streamed put size its chunk
+ * from a wrapped-around free count: a chunk longer than the ring, written across its end
+ * (found by fuzz_queue_header). */
+static int
+child_stream_with_bad_head_cache(void *arg)
+{
+    (void)arg;
+    scribbled s;
+    CHILD_CHECK(sq_open(&s) == 0);
+    atomic_store(&s.h->head_cache, w_make(0x1000, 0, 0));
+    unsigned char big[200];
+    memset(big, 7, sizeof big);
+    CHILD_CHECK(mp_queue_put(s.q, big, sizeof big, 10) == -EBADMSG);
+    CHILD_CHECK(sq_guard_intact(&s));
+    sq_close(&s);
+    return 0;
+}
+
+static void
+test_queue_stream_put_refuses_a_head_more_than_a_ring_behind(void **state)
+{
+    (void)state;
+    assert_child_ok(th_fork(child_stream_with_bad_head_cache, NULL));
+}
+
 int
 main(void)
 {
@@ -207,6 +232,7 @@ main(void)
         cmocka_unit_test(test_queue_get_refuses_a_length_beyond_the_published_bytes),
         cmocka_unit_test(test_queue_get_refuses_a_bad_stream_record),
         cmocka_unit_test(test_queue_get_refuses_chunks_that_do_not_add_up),
+        cmocka_unit_test(test_queue_stream_put_refuses_a_head_more_than_a_ring_behind),
     };
     return th_run_tests(tests);
 }
