@@ -665,7 +665,8 @@ MP_API int mp_queue_open(mp_queue **out, const mp_queue_opts *opts);
  * -ETIMEDOUT (nothing of the message is visible: a stream that timed out is discarded by
  * consumers); -EINTR when a signal handler interrupted a wait; -EINVAL for bad arguments;
  * -EBADMSG when the queue's shared header has been overwritten with impossible values (by a
- * wild write somewhere: no crash produces them); nothing is written then. */
+ * wild write somewhere: no crash produces them); nothing is published then (a streamed
+ * message is aborted, as on a timeout). */
 MP_API int mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms);
 
 /* mp_queue_get - remove the oldest message and copy it into buf (capacity cap bytes); its

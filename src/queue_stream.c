@@ -48,7 +48,8 @@ mp__queue_probe_producer(mp_queue *q)
 }
 
 /* With plock held: write a message larger than the ring, chunk by chunk as consumers make
- * room. A timeout or signal aborts it (consumers discard what they got). 0 or -errno. */
+ * room. A timeout or signal aborts it (consumers discard what they got). 0 or -errno
+ * (-EBADMSG for a scribbled head, see queue.h). */
 int
 mp__queue_put_stream(mp_queue *q, const unsigned char *data, size_t len, const mp__deadline *dl)
 {
@@ -78,9 +79,14 @@ mp__queue_put_stream(mp_queue *q, const unsigned char *data, size_t len, const m
                 return r;
             }
         }
-        uint64_t free =
-            q->cap - w_used(t, atomic_load_explicit(&h->head_cache, memory_order_relaxed));
-        uint64_t room = (free - 2 * HDR) & ~(uint64_t)7;
+        /* The chunk is sized from the free bytes: a head more than a ring behind (a scribbled
+         * header, see queue.h) would make it longer than the ring. */
+        uint64_t used = w_used(t, atomic_load_explicit(&h->head_cache, memory_order_relaxed));
+        if (MP__UNLIKELY(used > q->cap)) {
+            mp__queue_abort(q);
+            return -EBADMSG;
+        }
+        uint64_t room = (q->cap - used - 2 * HDR) & ~(uint64_t)7;
         uint64_t n = pad8(rem) <= room ? rem : (room < chunk_max ? room : chunk_max);
         *ring_word(q, w_pos(t)) = n;
         ring_write(q, w_pos(t) + HDR, data + off, n);
