@@ -66,16 +66,37 @@ setup(void)
     atexit(teardown);
 }
 
+/* libFuzzer's -timeout watchdog is a SIGALRM, which interrupts blocking calls here too. */
+static ssize_t
+recv_retry(int fd, void *buf, size_t n, int flags)
+{
+    ssize_t r;
+    do
+        r = recv(fd, buf, n, flags);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
 /* Read one frame of at most 256 bytes from fd; its length, or -1. */
 static ssize_t
 read_frame(int fd, uint8_t *buf)
 {
     uint8_t h[4];
-    if (recv(fd, h, 4, MSG_WAITALL) != 4)
-        return -1;
+    for (size_t got = 0; got < 4;) {
+        ssize_t r = recv_retry(fd, h + got, 4 - got, 0);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
     uint32_t n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-    if (n > 256 || (n > 0 && recv(fd, buf, n, MSG_WAITALL) != (ssize_t)n))
+    if (n > 256)
         return -1;
+    for (size_t got = 0; got < n;) {
+        ssize_t r = recv_retry(fd, buf + got, n - got, 0);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
     return (ssize_t)n;
 }
 
@@ -118,18 +139,23 @@ typedef struct peer {
     size_t n;
 } peer;
 
-/* The client side's peer: accept, send the input, stop writing, read until the client closes. */
+/* The client side's peer: accept, send the input, stop writing, read until the client closes.
+ * The send may fail: a client interrupted by the watchdog's SIGALRM has closed already. */
 static void *
 serve_input(void *arg)
 {
     peer *p = arg;
     mp_conn *c;
-    CHECK(mp_listener_accept(raw, &c, TIMEOUT_MS) == 0);
+    int r;
+    while ((r = mp_listener_accept(raw, &c, TIMEOUT_MS)) == -EINTR)
+        ;
+    CHECK(r == 0);
     int fd = mp_conn_fileno(c);
-    CHECK(p->n == 0 || send(fd, p->d, p->n, MSG_NOSIGNAL) == (ssize_t)p->n);
-    CHECK(shutdown(fd, SHUT_WR) == 0);
+    if (p->n > 0)
+        (void)send(fd, p->d, p->n, MSG_NOSIGNAL);
+    shutdown(fd, SHUT_WR);
     uint8_t sink[512];
-    while (recv(fd, sink, sizeof sink, 0) > 0)
+    while (recv_retry(fd, sink, sizeof sink, 0) > 0)
         ;
     mp_conn_close(c);
     return NULL;
