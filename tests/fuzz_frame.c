@@ -35,6 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* The most this target lets one receive allocate. */
 #define MAX_ALLOC ((size_t)1 << 20)
 #define MAX_STREAM ((size_t)64 << 10) /* well under a socket buffer: written before reading */
+/* Pieces of a few bytes each cost a thread switch: split headers need no long streams. */
+#define MAX_THREADED 512
 
 static const size_t maxlengths[8] = {0, 1, 4, 100, 4096, 65536, MAX_ALLOC, MAX_ALLOC};
 
@@ -134,7 +136,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const uint8_t *d = data + 1 + (threaded ? 1 + ncuts : 0);
     size_t n = size - (size_t)(d - data);
-    if (n > MAX_STREAM)
+    if (n > (threaded ? MAX_THREADED : MAX_STREAM))
         return 0;
     cuts += 1;
 
