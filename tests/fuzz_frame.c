@@ -26,10 +26,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(x)                                                                                  \
-    do {                                                                                          \
-        if (!(x))                                                                                 \
-            abort();                                                                              \
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x))                                                                                  \
+            abort();                                                                               \
     } while (0)
 
 /* The most this target lets one receive allocate. */
@@ -160,9 +160,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         frame f = model_next(d, n, pos);
         size_t len = SIZE_MAX;
         void *buf = NULL;
-        int r = into ? mp_conn_recv_bytes_into(c, small, maxlength < 64 ? maxlength : 64, &len,
-                                               timeout)
-                     : mp_conn_recv_bytes(c, &buf, &len, maxlength, timeout);
+        int r =
+            into ? mp_conn_recv_bytes_into(c, small, maxlength < 64 ? maxlength : 64, &len, timeout)
+                 : mp_conn_recv_bytes(c, &buf, &len, maxlength, timeout);
         /* The rest has not arrived yet (a header read so far stays), or libFuzzer's SIGALRM
          * (its -timeout watchdog) interrupted the wait. */
         if (threaded && (r == -EAGAIN || r == -ETIMEDOUT || r == -EINTR))

@@ -28,10 +28,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(x)                                                                                  \
-    do {                                                                                          \
-        if (!(x))                                                                                 \
-            abort();                                                                              \
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x))                                                                                  \
+            abort();                                                                               \
     } while (0)
 
 #define MAX_STREAM ((size_t)64 << 10)
@@ -167,8 +167,8 @@ client_side(int key, bool sha256_only, const uint8_t *d, size_t n)
     peer p = {d, n};
     pthread_t th;
     CHECK(pthread_create(&th, NULL, serve_input, &p) == 0);
-    mp_client_opts o = {.authkey = keys[key], .authkey_len = keylens[key],
-                        .sha256_only = sha256_only};
+    mp_client_opts o = {
+        .authkey = keys[key], .authkey_len = keylens[key], .sha256_only = sha256_only};
     mp_conn *c = NULL;
     int r = mp_client_connect(&c, mp_listener_address(raw), &o, TIMEOUT_MS);
     CHECK(r != 0 && c == NULL); /* the peer cannot answer the client's challenge */

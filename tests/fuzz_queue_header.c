@@ -27,25 +27,28 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(x)                                                                                  \
-    do {                                                                                          \
-        if (!(x))                                                                                 \
-            abort();                                                                              \
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x))                                                                                  \
+            abort();                                                                               \
     } while (0)
 
 #define MAX_TIMED 4   /* timed calls per input: 1 ms each at most */
 #define MAX_MSGS 8192 /* model capacity: more than any input can put */
 
 /* The header words a scribble may hit. */
-#define F(field) {offsetof(struct qhdr, field), sizeof(((struct qhdr *)0)->field)}
+#define F(field)                                                                                   \
+    {                                                                                              \
+        offsetof(struct qhdr, field), sizeof(((struct qhdr *)0)->field)                            \
+    }
 static const struct {
     size_t off, size;
 } fields[] = {
-    F(maxsize),      F(joinable),   F(tail),        F(head_cache),  F(rec_tail),
-    F(rec_active),   F(fd_ready),   F(head),        F(tail_cache),  F(c_active),
-    F(c_cur),        F(c_at[0]),    F(c_at[1]),     F(c_left[0]),   F(c_left[1]),
-    F(ne.word),      F(ne.waiters), F(ne.armed),    F(nf.word),     F(nf.waiters),
-    F(nf.armed),     F(unfinished), F(unf.word),    F(unf.waiters), F(unf.armed),
+    F(maxsize),    F(joinable),   F(tail),     F(head_cache),  F(rec_tail),
+    F(rec_active), F(fd_ready),   F(head),     F(tail_cache),  F(c_active),
+    F(c_cur),      F(c_at[0]),    F(c_at[1]),  F(c_left[0]),   F(c_left[1]),
+    F(ne.word),    F(ne.waiters), F(ne.armed), F(nf.word),     F(nf.waiters),
+    F(nf.armed),   F(unfinished), F(unf.word), F(unf.waiters), F(unf.armed),
 };
 
 typedef struct input {
@@ -146,8 +149,8 @@ op_get(mp_queue *q, size_t cap, bool alloc, int timeout)
 {
     size_t len = SIZE_MAX;
     void *p = NULL;
-    int r = alloc ? mp_queue_get_alloc(q, &p, &len, timeout)
-                  : mp_queue_get(q, dst, cap, &len, timeout);
+    int r =
+        alloc ? mp_queue_get_alloc(q, &p, &len, timeout) : mp_queue_get(q, dst, cap, &len, timeout);
     CHECK(r == 0 || r == -EAGAIN || r == -ETIMEDOUT || r == -EBADMSG || r == -EINTR ||
           (r == -EMSGSIZE && !alloc));
     CHECK(r == 0 ? alloc ? p != NULL : len <= cap : p == NULL);
@@ -215,9 +218,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     input in = {data, data + size};
     unsigned cfg = next(&in);
-    mp_queue_opts o = {.capacity = (size_t)64 << (cfg & 7),
-                       .joinable = cfg & 8,
-                       .maxsize = cfg >> 5};
+    mp_queue_opts o = {
+        .capacity = (size_t)64 << (cfg & 7), .joinable = cfg & 8, .maxsize = cfg >> 5};
     size_t qsize, cap;
     CHECK(mp__queue_size_at(&o, &qsize, &cap) == 0);
     void *mem;
