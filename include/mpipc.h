@@ -666,15 +666,20 @@ MP_API int mp_queue_open(mp_queue **out, const mp_queue_opts *opts);
  * lock, the wait for room and, for a streamed message, the whole stream.
  * Returns 0; -EAGAIN with MP_NOWAIT when full (always for a message larger than the ring);
  * -ETIMEDOUT (nothing of the message is visible: a stream that timed out is discarded by
- * consumers); -EINTR when a signal handler interrupted a wait; -EINVAL for bad arguments. */
+ * consumers); -EINTR when a signal handler interrupted a wait; -EINVAL for bad arguments;
+ * -EBADMSG when the queue's shared header has been overwritten with impossible values (by a
+ * wild write somewhere: no crash produces them); nothing is published then (a streamed
+ * message is aborted, as on a timeout). */
 MP_API int mp_queue_put(mp_queue *q, const void *data, size_t len, int timeout_ms);
 
 /* mp_queue_get - remove the oldest message and copy it into buf (capacity cap bytes); its
  * length goes to *len. Blocks while the queue is empty. If the message is longer than cap:
  * -EMSGSIZE, *len is the length needed, and the message stays queued for a retry.
  * Returns 0; -EAGAIN with MP_NOWAIT when empty (or a streamed message is at the head);
- * -ETIMEDOUT; -EINTR; -EINVAL (NULL q or len, NULL buf with cap > 0, bad timeout). A timeout
- * or signal in the middle of a streamed message drops that message. */
+ * -ETIMEDOUT; -EINTR; -EINVAL (NULL q or len, NULL buf with cap > 0, bad timeout); -EBADMSG
+ * when the shared header or the frame at the head has been overwritten with impossible values
+ * (as for put: nothing is taken, and every later get says the same). A timeout or signal in the
+ * middle of a streamed message drops that message. */
 MP_API int mp_queue_get(mp_queue *q, void *buf, size_t cap, size_t *len, int timeout_ms);
 
 /* mp_queue_get_alloc - as mp_queue_get, into a new buffer stored in *data (release it with

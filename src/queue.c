@@ -176,7 +176,13 @@ lock_producer(mp_queue *q, const mp__deadline *dl)
         mp__queue_repair(q);
         mp__mutex_consistent(&h->plock);
     }
-    if (atomic_load_explicit(&h->tail, memory_order_relaxed) & F_STREAM)
+    uint64_t t = atomic_load_explicit(&h->tail, memory_order_relaxed);
+    /* Every frame is 8-aligned: any other tail is a scribbled header (see queue.h). */
+    if (MP__UNLIKELY(w_pos(t) & 7)) {
+        mp__mutex_unlock(&h->plock);
+        return -EBADMSG;
+    }
+    if (t & F_STREAM)
         mp__queue_abort(q);
     return 0;
 }
@@ -373,20 +379,29 @@ fd_released(mp_queue *q)
     mp__mutex_unlock(&h->clock);
 }
 
-/* With clock held and a message at the head: take it into buf (or a new buffer when abuf is
- * set). 0, STREAM_DISCARDED (look at the next message), or a negative error. */
+/* With clock held and a message at the head, `used` bytes published from it: take it into buf
+ * (or a new buffer when abuf is set). 0, STREAM_DISCARDED (look at the next message), or a
+ * negative error. */
 static int
-take(mp_queue *q, uint64_t hw, void *buf, size_t cap, void **abuf, size_t *lenp,
+take(mp_queue *q, uint64_t hw, uint64_t used, void *buf, size_t cap, void **abuf, size_t *lenp,
      const mp__deadline *dl, bool nowait)
 {
     struct qhdr *h = q->h;
     uint64_t len = *ring_word(q, w_pos(hw));
+    /* A length no put accepts, or a fitting frame longer than what was published (a put
+     * publishes its frame whole). */
+    if (MP__UNLIKELY(len > (SIZE_MAX >> 2)))
+        return -EBADMSG;
     uint64_t frame = HDR + pad8(len);
+    if (MP__UNLIKELY(frame <= q->cap && frame > used))
+        return -EBADMSG;
     *lenp = len;
     unsigned char *dst = buf;
-    if (frame > q->cap && ((abuf == NULL && len > cap) || nowait) &&
-        mp__queue_stream_drop_aborted(q, hw, len))
-        return STREAM_DISCARDED;
+    if (frame > q->cap && ((abuf == NULL && len > cap) || nowait)) {
+        int d = mp__queue_stream_drop_aborted(q, hw, len);
+        if (d != 0)
+            return d > 0 ? STREAM_DISCARDED : d;
+    }
     if (abuf == NULL && len > cap)
         return -EMSGSIZE;
     if (frame > q->cap && nowait)
@@ -449,7 +464,14 @@ get_impl(mp_queue *q, void *buf, size_t cap, void **abuf, size_t *lenp, int time
                 r = -EAGAIN;
                 break;
             }
-            if ((r = take(q, hw, buf, cap, abuf, lenp, &dl, nowait)) != STREAM_DISCARDED)
+            /* Head and tail as they must be: aligned, the message's length word published,
+             * and no more than the ring between them (see queue.h). */
+            uint64_t used = w_used(t, hw);
+            if (MP__UNLIKELY(((hw | t) & 7) != 0 || used < HDR || used > q->cap)) {
+                r = -EBADMSG;
+                break;
+            }
+            if ((r = take(q, hw, used, buf, cap, abuf, lenp, &dl, nowait)) != STREAM_DISCARDED)
                 break;
         }
         mp__mutex_unlock(&h->clock);

@@ -47,6 +47,16 @@
  *  - JoinableQueue: the unfinished count is raised before the message is published; a record
  *    of the tail at that moment lets a repairing producer undo the raise if the publish never
  *    happened. A message that is dropped (aborted or skipped) is counted as done.
+ *
+ * A scribbled header. No crash produces words that contradict each other, but a wild write
+ * in some process can. Every word that decides where the ring is read or written is checked
+ * against the invariants before it is used: positions 8-aligned, the bytes between head and
+ * tail at most the ring, a frame or chunk within the bytes published, a chunk within what is
+ * left of its message, a record slot 0 or 1 that matches the head. A call that finds one
+ * broken returns -EBADMSG and moves nothing, so no access leaves the ring and no walk runs
+ * past the tail; the checks are a few compares of words already loaded. Words that only
+ * count (sequence numbers, maxsize, waiter counts, the task count) can make answers wrong but
+ * cannot make an access go astray.
  */
 #ifndef MPIPC_QUEUE_H
 #define MPIPC_QUEUE_H
@@ -258,6 +268,6 @@ int mp__queue_put_stream(mp_queue *q, const unsigned char *data, size_t len,
 int mp__queue_stream_take(mp_queue *q, uint64_t hw, uint64_t len, unsigned char *dst,
                           const mp__deadline *dl);
 int mp__queue_stream_resume(mp_queue *q, const mp__deadline *dl);
-bool mp__queue_stream_drop_aborted(mp_queue *q, uint64_t hw, uint64_t len);
+int mp__queue_stream_drop_aborted(mp_queue *q, uint64_t hw, uint64_t len);
 
 #endif

@@ -20,6 +20,8 @@ mp__queue_abort(mp_queue *q)
 {
     struct qhdr *h = q->h;
     uint64_t t = atomic_load_explicit(&h->tail, memory_order_relaxed);
+    if (MP__UNLIKELY(w_pos(t) & 7))
+        return; /* a scribbled tail: the caller's own check reports it */
     *ring_word(q, w_pos(t)) = CHUNK_ABORT;
     publish(&h->tail, w_make(w_pos(t) + HDR, w_seq(t), 0));
     if (h->joinable)
@@ -46,7 +48,8 @@ mp__queue_probe_producer(mp_queue *q)
 }
 
 /* With plock held: write a message larger than the ring, chunk by chunk as consumers make
- * room. A timeout or signal aborts it (consumers discard what they got). 0 or -errno. */
+ * room. A timeout or signal aborts it (consumers discard what they got). 0 or -errno
+ * (-EBADMSG for a scribbled head, see queue.h). */
 int
 mp__queue_put_stream(mp_queue *q, const unsigned char *data, size_t len, const mp__deadline *dl)
 {
@@ -76,9 +79,14 @@ mp__queue_put_stream(mp_queue *q, const unsigned char *data, size_t len, const m
                 return r;
             }
         }
-        uint64_t free =
-            q->cap - w_used(t, atomic_load_explicit(&h->head_cache, memory_order_relaxed));
-        uint64_t room = (free - 2 * HDR) & ~(uint64_t)7;
+        /* The chunk is sized from the free bytes: a head more than a ring behind (a scribbled
+         * header, see queue.h) would make it longer than the ring. */
+        uint64_t used = w_used(t, atomic_load_explicit(&h->head_cache, memory_order_relaxed));
+        if (MP__UNLIKELY(used > q->cap)) {
+            mp__queue_abort(q);
+            return -EBADMSG;
+        }
+        uint64_t room = (q->cap - used - 2 * HDR) & ~(uint64_t)7;
         uint64_t n = pad8(rem) <= room ? rem : (room < chunk_max ? room : chunk_max);
         *ring_word(q, w_pos(t)) = n;
         ring_write(q, w_pos(t) + HDR, data + off, n);
@@ -98,7 +106,7 @@ mp__queue_put_stream(mp_queue *q, const unsigned char *data, size_t len, const m
 static void
 stream_record(struct qhdr *h, uint64_t at, uint64_t left)
 {
-    uint32_t next = atomic_load_explicit(&h->c_cur, memory_order_relaxed) ^ 1;
+    uint32_t next = (atomic_load_explicit(&h->c_cur, memory_order_relaxed) ^ 1) & 1;
     atomic_store_explicit(&h->c_at[next], w_pos(at), memory_order_release);
     atomic_store_explicit(&h->c_left[next], left, memory_order_release);
     atomic_store_explicit(&h->c_cur, next, memory_order_release);
@@ -113,7 +121,8 @@ advance_head(mp_queue *q, uint64_t nh)
 
 /* Take (dst != NULL) or skip (dst == NULL) the rest of a stream whose `left` payload bytes
  * follow the head. Clock held. STREAM_DONE, STREAM_DISCARDED (its producer aborted it),
- * -ETIMEDOUT or -EINTR (the record stays active: the next consumer skips the rest). */
+ * -ETIMEDOUT or -EINTR (the record stays active: the next consumer skips the rest), -EBADMSG
+ * for chunks that do not add up (see queue.h). */
 static int
 stream_run(mp_queue *q, unsigned char *dst, uint64_t left, const mp__deadline *dl)
 {
@@ -141,6 +150,9 @@ stream_run(mp_queue *q, unsigned char *dst, uint64_t left, const mp__deadline *d
             }
             continue;
         }
+        uint64_t avail = w_used(atomic_load_explicit(&h->tail, memory_order_acquire), hw);
+        if (MP__UNLIKELY((hw & 7) != 0 || avail > q->cap))
+            return -EBADMSG;
         uint64_t ch = *ring_word(q, w_pos(hw));
         if (ch & CHUNK_ABORT) {
             stream_record(h, w_pos(hw) + HDR, 0);
@@ -148,9 +160,9 @@ stream_run(mp_queue *q, unsigned char *dst, uint64_t left, const mp__deadline *d
             atomic_store_explicit(&h->c_active, 0, memory_order_release);
             return STREAM_DISCARDED;
         }
-        if (ch > left)
-            mp__panic("mp_queue: chunk of %llu bytes in a stream with %llu left",
-                      (unsigned long long)ch, (unsigned long long)left);
+        /* A chunk is published whole and never exceeds what is left of its message. */
+        if (MP__UNLIKELY(ch > left || HDR + pad8(ch) > avail))
+            return -EBADMSG;
         ring_read(q, w_pos(hw) + HDR, dst != NULL ? dst + off : NULL, ch);
         off += ch;
         left -= ch;
@@ -169,7 +181,8 @@ stream_run(mp_queue *q, unsigned char *dst, uint64_t left, const mp__deadline *d
 }
 
 /* With clock held and a stream record active: a consumer died or gave up inside a stream.
- * Work out how much is left from the record that matches the head, and skip it. */
+ * Work out how much is left from the record that matches the head, and skip it. 0, an error
+ * as stream_run's, or -EBADMSG when no record matches (see queue.h). */
 int
 mp__queue_stream_resume(mp_queue *q, const mp__deadline *dl)
 {
@@ -177,12 +190,14 @@ mp__queue_stream_resume(mp_queue *q, const mp__deadline *dl)
     uint64_t hpos = w_pos(atomic_load(&h->head));
     uint32_t cur = atomic_load(&h->c_cur);
     uint64_t left;
+    if (MP__UNLIKELY(cur > 1))
+        return -EBADMSG;
     if (atomic_load(&h->c_at[cur]) == hpos)
         left = atomic_load(&h->c_left[cur]);
     else if (atomic_load(&h->c_at[cur ^ 1]) == hpos)
         left = atomic_load(&h->c_left[cur ^ 1]);
     else
-        mp__panic("mp_queue: stream record does not match the head");
+        return -EBADMSG;
     /* Nothing was taken yet (the message stays), or the last store already finished it. */
     if (left == LEFT_UNSTARTED || left == 0) {
         atomic_store(&h->c_active, 0);
@@ -192,37 +207,44 @@ mp__queue_stream_resume(mp_queue *q, const mp__deadline *dl)
     return r < 0 ? r : 0;
 }
 
-/* With clock held and a streamed message of `len` bytes at the head: true, with the ring
- * position just past its ABORT chunk in *end, if the published part of it ends in one. */
-static bool
+/* With clock held and a streamed message of `len` bytes at the head (its length word
+ * checked against the tail): 1, with the ring position just past its ABORT chunk in *end, if
+ * the published part of it ends in one; 0 if not; -EBADMSG for chunks that do not add up. The
+ * walk stays within the published bytes, so it ends within a ring's worth of chunks. */
+static int
 stream_aborted(mp_queue *q, uint64_t hw, uint64_t len, uint64_t *end)
 {
-    uint64_t tpos = w_pos(atomic_load_explicit(&q->h->tail, memory_order_acquire));
     uint64_t pos = w_pos(hw) + HDR;
-    while (len > 0 && ((tpos - pos) & POS_MASK) != 0) {
+    uint64_t avail = w_used(atomic_load_explicit(&q->h->tail, memory_order_acquire), pos);
+    if (MP__UNLIKELY(avail > q->cap))
+        return -EBADMSG;
+    while (len > 0 && avail > 0) {
         uint64_t ch = *ring_word(q, pos);
         if (ch & CHUNK_ABORT) {
             *end = pos + HDR;
-            return true;
+            return 1;
         }
+        if (MP__UNLIKELY(ch > len || HDR + pad8(ch) > avail))
+            return -EBADMSG;
         pos += HDR + pad8(ch);
+        avail -= HDR + pad8(ch);
         len -= ch;
     }
-    return false;
+    return 0;
 }
 
 /* With clock held and a streamed message of `len` bytes at the head that this call will not
  * take: if its producer is gone and the stream was aborted, it is nobody's message. Drop it
- * (true) so the caller looks at the next one. */
-bool
+ * (1) so the caller looks at the next one; 0 if it stays; -EBADMSG as stream_aborted. */
+int
 mp__queue_stream_drop_aborted(mp_queue *q, uint64_t hw, uint64_t len)
 {
     mp__queue_probe_producer(q);
     uint64_t end;
-    if (!stream_aborted(q, hw, len, &end))
-        return false;
-    publish(&q->h->head, w_make(end, w_seq(hw) + 1, 0));
-    return true;
+    int r = stream_aborted(q, hw, len, &end);
+    if (r == 1)
+        publish(&q->h->head, w_make(end, w_seq(hw) + 1, 0));
+    return r;
 }
 
 /* With clock held and a streamed message of `len` bytes at the head: take it into dst (which
