@@ -492,9 +492,11 @@ mp__rman_connect(mp__rman **out, const char *address, const mp_manager_connect_o
 int
 mp_manager_connect(mp_manager **out, const char *address, const mp_manager_connect_opts *opts)
 {
-    if (out == NULL || address == NULL || opts == NULL)
+    if (out == NULL)
         return -EINVAL;
     *out = NULL;
+    if (address == NULL || opts == NULL)
+        return -EINVAL;
     mp_manager *m = mp__calloc(1, sizeof *m);
     if (m == NULL)
         return -ENOMEM;

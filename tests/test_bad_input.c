@@ -179,6 +179,22 @@ test_null_handles_are_einval(void **state)
     CASE(mp_manager_shutdown(NULL), -EINVAL);
     CASE(strcmp(mp_manager_name(NULL), ""), 0);
     CASE(mp_manager_pid(NULL), -EINVAL);
+    mp_manager_connect_opts copts = {.client = {.authkey = "k", .authkey_len = 1}};
+    mp_manager *conn = (mp_manager *)&copts; /* each failure must leave it NULL */
+    CASE(mp_manager_connect(NULL, "127.0.0.1:1", &copts), -EINVAL);
+    CASE(mp_manager_connect(&conn, NULL, &copts), -EINVAL);
+    CASE(conn == NULL, 1);
+    conn = (mp_manager *)&copts;
+    CASE(mp_manager_connect(&conn, "127.0.0.1:1", NULL), -EINVAL);
+    CASE(conn == NULL, 1);
+    conn = (mp_manager *)&copts;
+    CASE(mp_manager_connect(&conn, "127.0.0.1:1", &(mp_manager_connect_opts){0}), -EINVAL);
+    CASE(conn == NULL, 1);
+    conn = (mp_manager *)&copts;
+    CASE(mp_manager_connect(&conn, "127.0.0.1:1",
+                            &(mp_manager_connect_opts){.client = copts.client, .timeout_ms = -5}),
+         -EINVAL);
+    CASE(conn == NULL, 1);
     CASE(mp_list_open(NULL, NULL, NULL, 0), -EINVAL);
     CASE(mp_list_len(NULL), -EINVAL);
     CASE(mp_list_get(NULL, 0, &out), -EINVAL);
