@@ -94,6 +94,15 @@ int mp__mutex_lock_raw(pthread_mutex_t *m, const mp__deadline *dl);
 int mp__mutex_clocklock(pthread_mutex_t *m, const struct timespec *abs);
 int mp__mutex_unlock(pthread_mutex_t *m);
 
+/* ---- process-local locks that survive fork -----------------------------------------------------
+ * mp__pidlock guards a few loads and stores of process-local state (never I/O or a wait). Its
+ * word holds the holder's pid, 0 when free. A pthread mutex held by another thread at fork()
+ * would stay locked in the child for good; a child that finds this word holding its parent's
+ * pid (which none of its threads can be holding) takes the lock over. Waiters yield. */
+typedef _Atomic pid_t mp__pidlock;
+void mp__pidlock_lock(mp__pidlock *l);
+void mp__pidlock_unlock(mp__pidlock *l);
+
 /* ---- shared segments -----------------------------------------------------------------------
  * A shared mapping backed by a tmpfs file. Anonymous segments (name == NULL) are memfds: they
  * have no name in /dev/shm at any moment, so nothing can be left behind even by a crash, and

@@ -37,6 +37,7 @@ typedef struct mp__heap {
     char *base;            /* start of the reserved range */
     size_t reserve;        /* its length */
     _Atomic size_t mapped; /* bytes mapped read/write from base */
+    mp__pidlock map_lock;  /* serialises growing the mapping (mp__heap_sync) */
     mp_shm *shm;           /* the named segment (and its fd); NULL when attached by name */
     int fd;
 } mp__heap;

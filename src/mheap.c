@@ -66,17 +66,24 @@ mp__heap_sync(mp__heap *h)
         return 0;
     if (want > h->reserve)
         mp__panic("manager heap: size %zu beyond its reserve %zu", want, h->reserve);
-    /* No lock: threads that race here map the same file range at the same address, and
-     * replacing a mapping with an identical one is harmless to a thread using it. So a fork
-     * from one thread while another extends the mapping leaves nothing locked in the child. */
-    void *p = mmap(h->base + have, want - have, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-                   h->fd, (off_t)have);
-    if (p == MAP_FAILED)
-        return errno == EAGAIN ? -ENOMEM : -errno;
-    while (have < want && !atomic_compare_exchange_weak_explicit(
-                              &h->mapped, &have, want, memory_order_release, memory_order_acquire))
-        ;
-    return 0;
+    /* One thread maps each new range, under a lock that a fork from one thread while another
+     * maps here cannot leave locked in the child (mp__pidlock). Without it, threads racing
+     * here would map the same range twice: harmless to the threads already using it (the
+     * same file pages at the same address), but to ThreadSanitizer the second mmap is a write
+     * racing with theirs. */
+    mp__pidlock_lock(&h->map_lock);
+    have = atomic_load_explicit(&h->mapped, memory_order_acquire);
+    int r = 0;
+    if (have < want) {
+        void *p = mmap(h->base + have, want - have, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_FIXED, h->fd, (off_t)have);
+        if (p == MAP_FAILED)
+            r = errno == EAGAIN ? -ENOMEM : -errno;
+        else
+            atomic_store_explicit(&h->mapped, want, memory_order_release);
+    }
+    mp__pidlock_unlock(&h->map_lock);
+    return r;
 }
 
 int

@@ -20,7 +20,6 @@
  */
 #include "mproxy.h"
 
-#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,40 +243,11 @@ mp__rcontrol(mp__rman *rm, const char *method, mp__pv *args, mp__pv **res, const
     return r;
 }
 
-/* The pool's lock: the holder's pid, 0 when free. It is held for a few loads and stores, never
- * across I/O, so a thread that finds it taken yields and tries again. A word rather than a
- * pthread mutex because of fork(): a child inherits the lock as it was, and a mutex held by
- * another thread of the parent at that moment would stay locked in the child for good. Here
- * the child finds the parent's pid, which no thread of its own can be holding, and takes the
- * lock over. */
-static void
-pool_lock(mp__rman *rm)
-{
-    pid_t me = getpid();
-    for (;;) {
-        pid_t was = 0;
-        if (atomic_compare_exchange_weak_explicit(&rm->lock, &was, me, memory_order_acquire,
-                                                  memory_order_relaxed))
-            return;
-        if (was != 0 && was != me &&
-            atomic_compare_exchange_strong_explicit(&rm->lock, &was, me, memory_order_acquire,
-                                                    memory_order_relaxed))
-            return;
-        sched_yield();
-    }
-}
-
-static void
-pool_unlock(mp__rman *rm)
-{
-    atomic_store_explicit(&rm->lock, 0, memory_order_release);
-}
-
 /* Take an idle serving connection of this process, or open one. */
 static int
 conn_get(mp__rman *rm, mp_conn **out, const mp__deadline *dl)
 {
-    pool_lock(rm);
+    mp__pidlock_lock(&rm->lock);
     mp__fault("proxy.pool.locked");
     int r;
     pid_t me = getpid();
@@ -293,10 +263,10 @@ conn_get(mp__rman *rm, mp_conn **out, const mp__deadline *dl)
         if (!rm->conns[i].busy) {
             rm->conns[i].busy = true;
             *out = rm->conns[i].conn;
-            pool_unlock(rm);
+            mp__pidlock_unlock(&rm->lock);
             return 0;
         }
-    pool_unlock(rm);
+    mp__pidlock_unlock(&rm->lock);
     mp_conn *c;
     if ((r = connect_(rm, &c, dl)) != 0)
         return r;
@@ -306,7 +276,7 @@ conn_get(mp__rman *rm, mp_conn **out, const mp__deadline *dl)
     r = roundtrip(c, NULL, "accept_connection", mp__pv_tuple(1, mp__pv_cstr(name)), NULL, NULL,
                   &broken, dl);
     if (r == 0) {
-        pool_lock(rm);
+        mp__pidlock_lock(&rm->lock);
         if (rm->nconns == rm->cap) {
             size_t cap = rm->cap != 0 ? 2 * rm->cap : 4;
             mp__rconn *n = mp__realloc(rm->conns, cap * sizeof *n);
@@ -319,7 +289,7 @@ conn_get(mp__rman *rm, mp_conn **out, const mp__deadline *dl)
         }
         if (r == 0)
             rm->conns[rm->nconns++] = (mp__rconn){c, true};
-        pool_unlock(rm);
+        mp__pidlock_unlock(&rm->lock);
     }
     if (r != 0) {
         mp_conn_close(c);
@@ -333,7 +303,7 @@ conn_get(mp__rman *rm, mp_conn **out, const mp__deadline *dl)
 static void
 conn_put(mp__rman *rm, mp_conn *c, bool broken)
 {
-    pool_lock(rm);
+    mp__pidlock_lock(&rm->lock);
     for (size_t i = 0; i < rm->nconns; i++)
         if (rm->conns[i].conn == c) {
             if (broken) {
@@ -344,7 +314,7 @@ conn_put(mp__rman *rm, mp_conn *c, bool broken)
             }
             break;
         }
-    pool_unlock(rm);
+    mp__pidlock_unlock(&rm->lock);
 }
 
 /* ---- container handles --------------------------------------------------------------------- */

@@ -21,7 +21,7 @@ typedef struct mp__rconn {
  * handle made from it (each holds a reference). */
 struct mp__rman {
     _Atomic long refs;
-    _Atomic pid_t lock; /* guards pid and the pool: its holder's pid, 0 when free (mproxy.c) */
+    mp__pidlock lock;   /* guards pid and the pool (a forked child takes it over) */
     pid_t pid;          /* the process the pooled connections belong to */
     mp__rconn *conns;
     size_t nconns, cap;

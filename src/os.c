@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -136,6 +137,30 @@ mp__mutex_clocklock(pthread_mutex_t *m, const struct timespec *abs)
 #else
     return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, abs);
 #endif
+}
+
+void
+mp__pidlock_lock(mp__pidlock *l)
+{
+    pid_t me = getpid();
+    for (;;) {
+        pid_t was = 0;
+        if (atomic_compare_exchange_weak_explicit(l, &was, me, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
+        /* Held by a process that is not this one: the parent's thread, before our fork. */
+        if (was != 0 && was != me &&
+            atomic_compare_exchange_strong_explicit(l, &was, me, memory_order_acquire,
+                                                    memory_order_relaxed))
+            return;
+        sched_yield();
+    }
+}
+
+void
+mp__pidlock_unlock(mp__pidlock *l)
+{
+    atomic_store_explicit(l, 0, memory_order_release);
 }
 
 /* The longest a waiter sleeps on a robust mutex before it looks at the lock again.
