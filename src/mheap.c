@@ -75,8 +75,8 @@ mp__heap_sync(mp__heap *h)
     have = atomic_load_explicit(&h->mapped, memory_order_acquire);
     int r = 0;
     if (have < want) {
-        void *p = mmap(h->base + have, want - have, PROT_READ | PROT_WRITE,
-                       MAP_SHARED | MAP_FIXED, h->fd, (off_t)have);
+        void *p = mmap(h->base + have, want - have, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                       h->fd, (off_t)have);
         if (p == MAP_FAILED)
             r = errno == EAGAIN ? -ENOMEM : -errno;
         else

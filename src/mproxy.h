@@ -10,7 +10,6 @@
 
 #include <sys/types.h>
 
-
 /* A connection of the pool: serving (after accept_connection), used by one call at a time. */
 typedef struct mp__rconn {
     mp_conn *conn;
@@ -21,8 +20,8 @@ typedef struct mp__rconn {
  * handle made from it (each holds a reference). */
 struct mp__rman {
     _Atomic long refs;
-    mp__pidlock lock;   /* guards pid and the pool (a forked child takes it over) */
-    pid_t pid;          /* the process the pooled connections belong to */
+    mp__pidlock lock; /* guards pid and the pool (a forked child takes it over) */
+    pid_t pid;        /* the process the pooled connections belong to */
     mp__rconn *conns;
     size_t nconns, cap;
     char *address;      /* as mp_client_connect takes it */
