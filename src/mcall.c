@@ -42,10 +42,10 @@ class_of(uint32_t kind)
 uint32_t
 mp__serve_kind(const char *typeid)
 {
-    return strcmp(typeid, "list") == 0        ? MP__KIND_LIST
-           : strcmp(typeid, "dict") == 0      ? MP__KIND_DICT
-           : strcmp(typeid, "Namespace") == 0 ? MP__KIND_NS
-                                              : 0;
+    for (uint32_t k = MP__KIND_LIST; k <= MP__KIND_NS; k++)
+        if (strcmp(typeid, mp__kind_typeid[k]) == 0)
+            return k;
+    return 0;
 }
 
 mp__pv *

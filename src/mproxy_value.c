@@ -7,11 +7,6 @@
 
 #include <string.h>
 
-static const char *const typeids[] = {
-    [MP__KIND_LIST] = "list", [MP__KIND_DICT] = "dict", [MP__KIND_NS] = "Namespace"};
-static const char *const proxies[] = {
-    [MP__KIND_LIST] = "ListProxy", [MP__KIND_DICT] = "DictProxy", [MP__KIND_NS] = "NamespaceProxy"};
-
 int
 mp__rvalue(mp__rman *rm, const mp_item *it, bool key, mp__pv **out)
 {
@@ -49,20 +44,7 @@ mp__rvalue(mp__rman *rm, const mp_item *it, bool key, mp__pv **out)
             return MP_ETYPE;
         if (c == NULL || c->be != &mp__remote_backend || mp__rc(c)->rm != rm || c->kind != kind)
             return -EINVAL;
-        /* A proxy pickles as RebuildProxy(cls, token, 'pickle', {}); its Token as
-         * copyreg.__newobj__ (NEWOBJ) and its state (typeid, address, id) (BUILD). */
-        mp__pv *state = mp__pv_tuple(3, mp__pv_cstr(typeids[kind]), mp__pv_copy(rm->token_addr),
-                                     mp__pv_cstr(mp__rc(c)->ident));
-        /* A NULL state would mean "none" to mp__pv_object: out of memory must not send a
-         * Token without one. */
-        mp__pv *token = state == NULL
-                            ? NULL
-                            : mp__pv_object(mp__pv_global("multiprocessing.managers", "Token"),
-                                            mp__pv_tuple(0), state, true);
-        v = mp__pv_object(mp__pv_global("multiprocessing.managers", "RebuildProxy"),
-                          mp__pv_tuple(4, mp__pv_global("multiprocessing.managers", proxies[kind]),
-                                       token, mp__pv_cstr("pickle"), mp__pv_dict()),
-                          NULL, false);
+        v = mp__proxy_pv(kind, mp__pv_copy(rm->token_addr), mp__pv_cstr(mp__rc(c)->ident));
         break;
     }
     default:
@@ -99,23 +81,12 @@ mp__rvalues(mp__rman *rm, const mp_item *items, size_t n, mp__pv **out)
 static uint32_t
 proxy_of(const mp__pv *v, const char **ident)
 {
-    if (!mp__pv_is_global(v, "multiprocessing.managers", "RebuildProxy") ||
-        v->kind != MP__PV_OBJECT || mp__pv_len(v->u.obj.args) < 2)
-        return 0;
-    const mp__pv *cls = mp__pv_item(v->u.obj.args, 0), *t = mp__pv_item(v->u.obj.args, 1);
-    if (!mp__pv_is_global(t, "multiprocessing.managers", "Token") || t->kind != MP__PV_OBJECT ||
-        t->u.obj.state == NULL || mp__pv_len(t->u.obj.state) != 3)
-        return 0;
-    const mp__pv *tid = mp__pv_item(t->u.obj.state, 0), *id = mp__pv_item(t->u.obj.state, 2);
-    if (id->kind != MP__PV_STR || id->u.s.len >= sizeof((mp__rcont *)0)->ident)
+    uint32_t kind;
+    const mp__pv *id = mp__proxy_parse(v, &kind);
+    if (id == NULL || id->kind != MP__PV_STR || id->u.s.len >= sizeof((mp__rcont *)0)->ident)
         return 0;
     *ident = id->u.s.data;
-    for (uint32_t k = MP__KIND_LIST; k <= MP__KIND_NS; k++)
-        if (mp__pv_is_global(cls, "multiprocessing.managers", proxies[k]) ||
-            (mp__pv_is_global(cls, "multiprocessing.managers", "AutoProxy") &&
-             mp__pv_is_str(tid, typeids[k])))
-            return k;
-    return 0;
+    return kind;
 }
 
 int
@@ -214,7 +185,7 @@ mp__rcreate(mp__rman *rm, const char *typeid, uint32_t kind, mp__pv *args, mp__c
     else if (!exposes(exposed, kind)) {
         mp__rcontrol(rm, "decref", mp__rident_args(id->u.s.data), NULL, dl);
         r = mp__rerror(MP_ETYPE, "typeid %s is no %s (register it with proxytype=%s)", typeid,
-                       typeids[kind], proxies[kind]);
+                       mp__kind_typeid[kind], mp__kind_proxy[kind]);
     } else
         r = mp__radopt(rm, id->u.s.data, kind, out, dl);
     mp__pv_free(res);
@@ -237,5 +208,5 @@ mp__remote_create(mp__rman *rm, const char *typeid, uint32_t kind, const mp_item
     } else {
         args = mp__pv_tuple(0);
     }
-    return mp__rcreate(rm, typeid != NULL ? typeid : typeids[kind], kind, args, out, &dl);
+    return mp__rcreate(rm, typeid != NULL ? typeid : mp__kind_typeid[kind], kind, args, out, &dl);
 }

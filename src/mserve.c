@@ -148,50 +148,80 @@ no_ident(const mp__pv *ident)
                                                                           : "None");
 }
 
-/* ---- nested containers travel as proxies ----------------------------------------------------- */
+/* ---- proxies on the wire: the server's and the client's (mproxy*.c) ---------------------- */
 
-/* The ident in a Token tree (NEWOBJ + BUILD with the state (typeid, address, id)). */
-static const mp__pv *
-token_ident(const mp__pv *t)
+const char *const mp__kind_typeid[MP__KIND_NS + 1] = {
+    [MP__KIND_LIST] = "list", [MP__KIND_DICT] = "dict", [MP__KIND_NS] = "Namespace"};
+const char *const mp__kind_proxy[MP__KIND_NS + 1] = {
+    [MP__KIND_LIST] = "ListProxy", [MP__KIND_DICT] = "DictProxy", [MP__KIND_NS] = "NamespaceProxy"};
+
+mp__pv *
+mp__proxy_pv(uint32_t kind, mp__pv *address, mp__pv *ident)
+{
+    mp__pv *state = mp__pv_tuple(3, mp__pv_cstr(mp__kind_typeid[kind]), address, ident);
+    /* A NULL state means "no BUILD" to mp__pv_object: out of memory must not make a Token
+     * without one. */
+    if (state == NULL)
+        return NULL;
+    mp__pv *token = mp__pv_object(mp__pv_global("multiprocessing.managers", "Token"),
+                                  mp__pv_tuple(0), state, true);
+    return mp__pv_object(
+        mp__pv_global("multiprocessing.managers", "RebuildProxy"),
+        mp__pv_tuple(4, mp__pv_global("multiprocessing.managers", mp__kind_proxy[kind]), token,
+                     mp__pv_cstr("pickle"), mp__pv_dict()),
+        NULL, false);
+}
+
+const mp__pv *
+mp__token_ident(const mp__pv *t)
 {
     if (!mp__pv_is_global(t, "multiprocessing.managers", "Token") || t->kind != MP__PV_OBJECT ||
-        t->u.obj.state == NULL || t->u.obj.state->kind != MP__PV_TUPLE)
+        t->u.obj.state == NULL || t->u.obj.state->kind != MP__PV_TUPLE ||
+        mp__pv_len(t->u.obj.state) != 3)
         return NULL;
     return mp__pv_item(t->u.obj.state, 2);
 }
 
+const mp__pv *
+mp__proxy_parse(const mp__pv *v, uint32_t *kind)
+{
+    *kind = 0;
+    if (!mp__pv_is_global(v, "multiprocessing.managers", "RebuildProxy") ||
+        v->kind != MP__PV_OBJECT || mp__pv_len(v->u.obj.args) < 2)
+        return NULL;
+    const mp__pv *cls = mp__pv_item(v->u.obj.args, 0), *t = mp__pv_item(v->u.obj.args, 1);
+    const mp__pv *ident = mp__token_ident(t);
+    if (ident == NULL)
+        return NULL;
+    const mp__pv *tid = mp__pv_item(t->u.obj.state, 0);
+    for (uint32_t k = MP__KIND_LIST; k <= MP__KIND_NS; k++)
+        if (mp__pv_is_global(cls, "multiprocessing.managers", mp__kind_proxy[k]) ||
+            (mp__pv_is_global(cls, "multiprocessing.managers", "AutoProxy") &&
+             mp__pv_is_str(tid, mp__kind_typeid[k])))
+            *kind = k;
+    return ident;
+}
+
+/* ---- nested containers travel as proxies ----------------------------------------------------- */
+
 mp__cont *
 mp__server_proxy_cont(server *s, const mp__pv *v)
 {
-    if (s == NULL || !mp__pv_is_global(v, "multiprocessing.managers", "RebuildProxy") ||
-        v->kind != MP__PV_OBJECT || mp__pv_len(v->u.obj.args) < 2)
-        return NULL;
-    obj *o = find_obj(s, token_ident(mp__pv_item(v->u.obj.args, 1)));
+    uint32_t kind;
+    obj *o = s != NULL ? find_obj(s, mp__proxy_parse(v, &kind)) : NULL;
     return o != NULL ? o->c : NULL;
 }
 
 mp__pv *
 mp__server_proxy(server *s, const mp__cont *c)
 {
-    static const char *const typeids[] = {
-        [MP__KIND_LIST] = "list", [MP__KIND_DICT] = "dict", [MP__KIND_NS] = "Namespace"};
-    static const char *const classes[] = {[MP__KIND_LIST] = "ListProxy",
-                                          [MP__KIND_DICT] = "DictProxy",
-                                          [MP__KIND_NS] = "NamespaceProxy"};
     /* The entry starts with no reference: the client's proxy increfs it when it is built and
      * decrefs it when it goes, as with CPython's nested proxies. */
     obj *o = ref_obj(s, c->off, c->kind);
     if (o == NULL)
         return NULL;
     o->refs--;
-    mp__pv *token = mp__pv_object(
-        mp__pv_global("multiprocessing.managers", "Token"), mp__pv_tuple(0),
-        mp__pv_tuple(3, mp__pv_cstr(typeids[c->kind]), mp__pv_copy(s->addr), ident_pv(o)), true);
-    return mp__pv_object(mp__pv_global("multiprocessing.managers", "RebuildProxy"),
-                         mp__pv_tuple(4,
-                                      mp__pv_global("multiprocessing.managers", classes[c->kind]),
-                                      token, mp__pv_cstr("pickle"), mp__pv_dict()),
-                         NULL, false);
+    return mp__proxy_pv(c->kind, mp__pv_copy(s->addr), ident_pv(o));
 }
 
 /* The Token address of a listener address: (host, port) for TCP, the path for AF_UNIX. */
@@ -346,7 +376,7 @@ control(server *s, const char *method, const mp__pv *args, const mp__pv *kwds, b
     if (strcmp(method, "debug_info") == 0 && na == 0)
         return debug_info(s);
     if (strcmp(method, "get_methods") == 0 && na == 1) {
-        const mp__pv *id = token_ident(a0);
+        const mp__pv *id = mp__token_ident(a0);
         obj *o = find_obj(s, id);
         return o != NULL ? mp__serve_reply("#RETURN", mp__serve_exposed(o->c->kind)) : no_ident(id);
     }

@@ -76,4 +76,19 @@ mp__pv *mp__token_address(const char *address);
 /* The kind of a container created by typeid ("list", "dict", "Namespace"), or 0. */
 uint32_t mp__serve_kind(const char *typeid);
 
+/* ---- proxies on the wire: the server's and the client's (mproxy*.c) ---------------------------
+ * The typeid and proxy class CPython's SyncManager registers for each container kind. */
+extern const char *const mp__kind_typeid[MP__KIND_NS + 1];
+extern const char *const mp__kind_proxy[MP__KIND_NS + 1];
+/* mp__proxy_pv - how a proxy of a `kind` container pickles: RebuildProxy(<kind>Proxy, token,
+ * 'pickle', {}), its Token(typeid, address, ident) as NEWOBJ + BUILD. Consumes address and
+ * ident; NULL when out of memory (or either is NULL). */
+mp__pv *mp__proxy_pv(uint32_t kind, mp__pv *address, mp__pv *ident);
+/* mp__token_ident - the ident (borrowed) in a Token tree, or NULL when t is none. */
+const mp__pv *mp__token_ident(const mp__pv *t);
+/* mp__proxy_parse - the ident (borrowed) of a proxy tree (RebuildProxy with a Token), with
+ * *kind the container kind its class names (an AutoProxy by its typeid), 0 for another class;
+ * NULL when v is no proxy. */
+const mp__pv *mp__proxy_parse(const mp__pv *v, uint32_t *kind);
+
 #endif
