@@ -195,37 +195,18 @@ mp__serve_items(mp__server *srv, const mp__pv *seq, mp_item **out, size_t *n, mp
 mp__pv *
 mp__call_pv(mp__server *srv, mp_item *it, mp__pv **err)
 {
-    mp__pv *v = NULL;
-    switch (it->type) {
-    case MP_ITEM_NONE:
-        v = mp__pv_none();
-        break;
-    case MP_ITEM_BOOL:
-        v = mp__pv_bool(it->v.b);
-        break;
-    case MP_ITEM_INT:
-        v = mp__pv_int(it->v.i);
-        break;
-    case MP_ITEM_FLOAT:
-        v = mp__pv_float(it->v.f);
-        break;
-    case MP_ITEM_STR:
-        v = mp__pv_str(it->v.s.ptr, it->v.s.len);
-        break;
-    case MP_ITEM_BYTES:
-        v = mp__pv_bytes(it->v.s.ptr, it->v.s.len);
-        break;
-    default:
+    mp__pv *v;
+    *err = NULL;
+    if (it->type < MP_ITEM_LIST) {
+        v = mp__scalar_pv(it);
+    } else if (srv != NULL) {
         /* A nested container travels as a proxy, as CPython's nested proxies do. */
-        v = srv != NULL ? mp__server_proxy(srv, (const mp__cont *)it->v.list) : NULL;
-        *err =
-            srv == NULL ? mp__call_errorf("TypeError", "a nested container needs a server") : NULL;
-        mp_item_clear(it);
-        return v;
+        v = mp__server_proxy(srv, (const mp__cont *)it->v.list);
+    } else {
+        v = NULL;
+        *err = mp__call_errorf("TypeError", "a nested container needs a server");
     }
     mp_item_clear(it);
-    if (v == NULL)
-        *err = NULL;
     return v;
 }
 

@@ -13,16 +13,10 @@ mp__rvalue(mp__rman *rm, const mp_item *it, bool key, mp__pv **out)
     mp__pv *v = NULL;
     switch (it->type) {
     case MP_ITEM_NONE:
-        v = mp__pv_none();
-        break;
     case MP_ITEM_BOOL:
-        v = mp__pv_bool(it->v.b);
-        break;
     case MP_ITEM_INT:
-        v = mp__pv_int(it->v.i);
-        break;
     case MP_ITEM_FLOAT:
-        v = mp__pv_float(it->v.f);
+        v = mp__scalar_pv(it);
         break;
     case MP_ITEM_STR:
     case MP_ITEM_BYTES:
@@ -30,8 +24,7 @@ mp__rvalue(mp__rman *rm, const mp_item *it, bool key, mp__pv **out)
             return -EINVAL;
         if (it->type == MP_ITEM_STR && !mp__utf8_valid(it->v.s.ptr, it->v.s.len))
             return -EINVAL;
-        v = it->type == MP_ITEM_STR ? mp__pv_str(it->v.s.ptr, it->v.s.len)
-                                    : mp__pv_bytes(it->v.s.ptr, it->v.s.len);
+        v = mp__scalar_pv(it);
         break;
     case MP_ITEM_LIST:
     case MP_ITEM_DICT:

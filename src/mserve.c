@@ -156,6 +156,27 @@ const char *const mp__kind_proxy[MP__KIND_NS + 1] = {
     [MP__KIND_LIST] = "ListProxy", [MP__KIND_DICT] = "DictProxy", [MP__KIND_NS] = "NamespaceProxy"};
 
 mp__pv *
+mp__scalar_pv(const mp_item *it)
+{
+    switch (it->type) {
+    case MP_ITEM_NONE:
+        return mp__pv_none();
+    case MP_ITEM_BOOL:
+        return mp__pv_bool(it->v.b);
+    case MP_ITEM_INT:
+        return mp__pv_int(it->v.i);
+    case MP_ITEM_FLOAT:
+        return mp__pv_float(it->v.f);
+    case MP_ITEM_STR:
+        return mp__pv_str(it->v.s.ptr, it->v.s.len);
+    case MP_ITEM_BYTES:
+        return mp__pv_bytes(it->v.s.ptr, it->v.s.len);
+    default:
+        return NULL;
+    }
+}
+
+mp__pv *
 mp__proxy_pv(uint32_t kind, mp__pv *address, mp__pv *ident)
 {
     mp__pv *state = mp__pv_tuple(3, mp__pv_cstr(mp__kind_typeid[kind]), address, ident);

@@ -80,6 +80,10 @@ uint32_t mp__serve_kind(const char *typeid);
  * The typeid and proxy class CPython's SyncManager registers for each container kind. */
 extern const char *const mp__kind_typeid[MP__KIND_NS + 1];
 extern const char *const mp__kind_proxy[MP__KIND_NS + 1];
+/* mp__scalar_pv - the tree for an item that is not a container (None, bool, int, float, str,
+ * bytes), as both sides send it; NULL for a container or when out of memory (or a str that is
+ * not UTF-8). */
+mp__pv *mp__scalar_pv(const mp_item *it);
 /* mp__proxy_pv - how a proxy of a `kind` container pickles: RebuildProxy(<kind>Proxy, token,
  * 'pickle', {}), its Token(typeid, address, ident) as NEWOBJ + BUILD. Consumes address and
  * ident; NULL when out of memory (or either is NULL). */
